@@ -1,0 +1,78 @@
+"""Shared pieces of the CLI: the group that turns errors into messages, and common options."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from baremetal.errors import BaremetalError
+
+
+class CommandFailed(click.ClickException):
+    """A BaremetalError on its way out: Click prints it and exits with its code."""
+
+    def __init__(self, error: BaremetalError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class BaremetalGroup(click.Group):
+    """A group whose commands report BaremetalError as a message with its exit code."""
+
+    def invoke(self, context: click.Context) -> Any:
+        try:
+            return super().invoke(context)
+        except BaremetalError as error:
+            raise CommandFailed(error) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+def config_option(function: Callable) -> Callable:
+    """-c/--config FILE on a command (it also works before the command name)."""
+
+    @click.option("-c", "--config", "config", metavar="FILE", default=None,
+                  help="Stack file (default: $BAREMETAL_CONFIG, else ./baremetal.toml).")
+    @functools.wraps(function)
+    def wrapper(*args: Any, config: str | None = None, **kwargs: Any) -> Any:
+        context = click.get_current_context()
+        chosen = config or (context.find_root().obj or {}).get("config")
+        from baremetal.config.load import resolve_config_path
+
+        return function(*args, config_path=resolve_config_path(chosen), **kwargs)
+
+    return wrapper
+
+
+def json_option(function: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+
+
+def load(config_path: Path):
+    """The validated stack, with its warnings printed to stderr."""
+    from baremetal.config import load_stack
+
+    stack = load_stack(config_path)
+    for warning in stack.warnings:
+        click.echo(f"Warning: {warning.format(stack.source)}", err=True)
+    return stack
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """A plain left-aligned text table."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [headers] + rows]
+    return "\n".join(lines)

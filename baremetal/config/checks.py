@@ -1,0 +1,176 @@
+"""Checks that span fields (names, ports, GPUs, engine/task fit), and stable default ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections import defaultdict
+
+from baremetal.config.fields import Problems
+from baremetal.config.model import FASTCHAT_ENGINES, Api, Controller, Model, Program, Stack, Watchdog
+
+RESERVED_PROGRAMS = ("controller", "api", "watchdog")
+MODEL_PORT_RANGE = range(8001, 9000)
+UNIX_SOCKET_PATH_MAX = 107          # sun_path is 108 bytes with its terminating NUL
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# Options that only vLLM understands, and options that only mean something for chat models.
+VLLM_ONLY = ("distributed_backend", "reasoning_parser", "prefix_caching", "gpu_memory_utilization")
+CHAT_ONLY = ("tool_call_parser", "reasoning_parser")
+
+
+def key_spec_problem(spec: str) -> str | None:
+    """What is wrong with an api_keys entry (literal, env:VAR or file:PATH), or None."""
+    if not spec:
+        return "an empty key would let anyone in"
+    for prefix in ("env:", "file:"):
+        if spec.startswith(prefix) and not spec[len(prefix):]:
+            return f"{prefix} needs a name after it, e.g. {prefix}{'BAREMETAL_API_KEY' if prefix == 'env:' else '/etc/baremetal/api-key'}"
+    return None
+
+
+def assign_ports(models: list[Model], programs: list[Program], api: Api, controller: Controller,
+                 watchdog: Watchdog) -> list[Model]:
+    """Give each model without a port one from 8001-8999, chosen by a hash of its program name.
+
+    A hash (not declaration order) keeps every model's port when another model is added or removed;
+    the rare collision is settled by probing upward, in program-name order, so it is deterministic.
+    """
+    taken = {api.port, watchdog.metrics_port} | {m.port for m in models if m.port}
+    taken |= {p.port for p in programs if p.port}
+    if controller.enabled:
+        taken.add(controller.port)
+    assigned: dict[int, int] = {}
+    span = len(MODEL_PORT_RANGE)
+    for model in sorted((m for m in models if not m.port), key=lambda m: (m.program, m.index)):
+        offset = zlib.crc32(model.program.encode()) % span
+        for step in range(span):
+            port = MODEL_PORT_RANGE[(offset + step) % span]
+            if port not in taken:
+                break
+        taken.add(port)
+        assigned[model.index] = port
+    return [dataclasses.replace(m, port=assigned[m.index]) if m.index in assigned else m for m in models]
+
+
+def check_stack(stack: Stack, problems: Problems) -> None:
+    """Record every cross-field problem of a parsed stack."""
+    _check_names(stack, problems)
+    _check_ports(stack, problems)
+    for model in stack.models:
+        _check_model(model, problems)
+    _check_shared_gpus(stack, problems)
+    _check_routes(stack, problems)
+    socket = str(stack.socket_path)
+    if len(socket.encode()) > UNIX_SOCKET_PATH_MAX:
+        problems.add("stack.root", f"the supervisord socket {socket} would be {len(socket.encode())} bytes long, "
+                     f"over the {UNIX_SOCKET_PATH_MAX}-byte limit of unix sockets; choose a shorter root")
+    if stack.api.kind != "none" and stack.api.host not in ("127.0.0.1", "localhost", "::1") and not stack.api.api_keys:
+        problems.warn("api.api_keys", f"the API listens on {stack.api.host} with no key: anyone who can reach "
+                      "the port can use it; add api_keys = [\"env:BAREMETAL_API_KEY\"]")
+
+
+def _check_names(stack: Stack, problems: Problems) -> None:
+    by_name: dict[str, list[Model]] = defaultdict(list)
+    for model in stack.models:
+        by_name[model.name].append(model)
+    for name, group in by_name.items():
+        if len(group) > 1 and not all("program" in m.explicit for m in group):
+            for model in group[1:]:
+                problems.add(f"model[{model.index}].name", f"{name!r} is already the name of model[{group[0].index}]; "
+                             "to run replicas of one model, give each a distinct program = \"...\"")
+        tasks = {m.task for m in group}
+        if len(tasks) > 1:
+            problems.add(f"model[{group[-1].index}].task", f"replicas of {name!r} must share one task, got {sorted(tasks)}")
+    owners: dict[str, str] = {name: f"the built-in {name} program" for name in RESERVED_PROGRAMS}
+    for model in stack.models:
+        field = f"model[{model.index}].program" if "program" in model.explicit else f"model[{model.index}].name"
+        if model.program in owners:
+            problems.add(field, f"program name {model.program!r} is already used by {owners[model.program]}; "
+                         "set program = \"...\" to another name")
+        owners.setdefault(model.program, f"model[{model.index}]")
+    for program in stack.programs:
+        if program.name in owners:
+            problems.add(f"program[{program.index}].name", f"{program.name!r} is already used by {owners[program.name]}")
+        owners.setdefault(program.name, f"program[{program.index}]")
+
+
+def _check_ports(stack: Stack, problems: Problems) -> None:
+    claims: list[tuple[int, str]] = []
+    if stack.api.kind != "none":
+        claims.append((stack.api.port, "api.port"))
+    if stack.controller.enabled:
+        claims.append((stack.controller.port, "controller.port"))
+    if stack.watchdog.enabled:
+        claims.append((stack.watchdog.metrics_port, "watchdog.metrics_port"))
+    claims += [(m.port, f"model[{m.index}].port") for m in stack.models]
+    claims += [(p.port, f"program[{p.index}].port") for p in stack.programs if p.port]
+    first: dict[int, str] = {}
+    for port, field in claims:
+        if port in first:
+            problems.add(field, f"port {port} is already taken by {first[port]}")
+        else:
+            first[port] = field
+
+
+def _check_model(model: Model, problems: Problems) -> None:
+    path = f"model[{model.index}]"
+    given = {key for key in VLLM_ONLY + CHAT_ONLY if getattr(model, key) is not None}
+    if not str(model.path) or str(model.path) == ".":
+        return
+    if model.engine == "fastchat":
+        for key in sorted(given & set(VLLM_ONLY)):
+            problems.add(f"{path}.{key}", f"only vLLM engines use {key}; engine \"fastchat\" is the transformers worker")
+        for key in ("tensor_parallel", "pipeline_parallel"):
+            if key in model.explicit:
+                problems.add(f"{path}.{key}", "FastChat's model_worker spreads a model over its gpus by itself "
+                             "(--num-gpus); remove this key or use engine = \"vllm\"")
+    if model.task != "chat":
+        for key in sorted(given & set(CHAT_ONLY)):
+            problems.add(f"{path}.{key}", f"makes no sense for a {model.task} model (task = {model.task!r}); remove it")
+    if model.task == "rerank" and model.engine in FASTCHAT_ENGINES:
+        problems.add(f"{path}.task", "FastChat workers cannot rerank; use engine = \"vllm\" for rerank models")
+    if model.engine != "fastchat" and model.gpus:
+        product = model.tensor_parallel * model.pipeline_parallel
+        if product != len(model.gpus):
+            problems.add(f"{path}.tensor_parallel", f"tensor_parallel ({model.tensor_parallel}) x pipeline_parallel "
+                         f"({model.pipeline_parallel}) = {product}, but gpus lists {len(model.gpus)} "
+                         f"GPU{'s' if len(model.gpus) != 1 else ''}; they must match")
+    if model.on_cpu:
+        if model.distributed_backend == "ray":
+            problems.add(f"{path}.distributed_backend", "vLLM's CPU backend cannot use ray; use \"mp\" or pin gpus")
+        if model.gpu_memory_utilization is not None:
+            problems.warn(f"{path}.gpu_memory_utilization", "ignored on CPU; set VLLM_CPU_KVCACHE_SPACE (GiB) in "
+                          "environment instead")
+
+
+def _check_shared_gpus(stack: Stack, problems: Problems) -> None:
+    """Models sharing a GPU must not ask for more than all of its memory together."""
+    share: dict[int, list[Model]] = defaultdict(list)
+    for model in stack.models:
+        if model.engine != "fastchat":
+            for gpu in model.gpus or ():
+                share[gpu].append(model)
+    for gpu, group in sorted(share.items()):
+        if len(group) < 2:
+            continue
+        total = sum(m.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION for m in group)
+        if total > 1.0 + 1e-9:
+            parts = " + ".join(f"{m.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION:g}"
+                               f" ({m.name}{'' if m.gpu_memory_utilization else ', default'})" for m in group)
+            problems.add(f"model[{group[-1].index}].gpu_memory_utilization",
+                         f"models on GPU {gpu} ask for {parts} = {total:g} of its memory; "
+                         "set gpu_memory_utilization on each so they sum to at most 1.0")
+
+
+def _check_routes(stack: Stack, problems: Problems) -> None:
+    models = {m.name: m.task for m in stack.models}
+    for program in stack.programs:
+        if program.serves and program.serves.model in models and models[program.serves.model] != program.serves.task:
+            problems.add(f"program[{program.index}].serves.task",
+                         f"{program.serves.model!r} is also a {models[program.serves.model]} model; replicas share one task")
+    if stack.api.kind in ("fastchat", "fastchat-tools"):
+        for model in stack.models:
+            if model.engine not in FASTCHAT_ENGINES:
+                problems.warn(f"model[{model.index}].engine", f"api.kind = {stack.api.kind!r} only reaches FastChat "
+                              f"workers; {model.name!r} ({model.engine}) will not be behind it; "
+                              "use api.kind = \"gateway\" to serve every model on one endpoint")

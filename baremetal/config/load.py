@@ -1,0 +1,307 @@
+"""The one reader of stack files: TOML text -> validated Stack, or a ConfigError listing every issue."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from baremetal.config import checks, types as t
+from baremetal.config.fields import LineIndex, Problems, Table
+from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_KINDS, TASKS, Api,
+                                    Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
+                                    frozen_mapping)
+from baremetal.errors import ConfigError, Issue
+
+DEFAULT_CONFIG = "baremetal.toml"
+CONFIG_ENV_VAR = "BAREMETAL_CONFIG"
+DEFAULT_ENV_FOR_ENGINE = {"vllm": "default", "fastchat": "fastchat", "fastchat-vllm": "fastchat-vllm"}
+SIGNALS = ("TERM", "INT", "QUIT", "KILL", "HUP", "USR1", "USR2")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def resolve_config_path(option: str | os.PathLike | None) -> Path:
+    """The stack file to use: the -c option, else $BAREMETAL_CONFIG, else ./baremetal.toml."""
+    chosen = option or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG
+    return Path(chosen).expanduser().absolute()
+
+
+def load_stack(path: str | os.PathLike) -> Stack:
+    """Read and validate the stack file at `path`."""
+    file = Path(path).expanduser().absolute()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, [Issue("", "no such stack file; create one with `baremetal init` "
+                                       "or point -c/--config (or $BAREMETAL_CONFIG) at it")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(file, [Issue("", f"cannot read the stack file: {error}")]) from None
+    return parse_stack(text, file)
+
+
+def parse_stack(text: str, file: Path) -> Stack:
+    """Validate a stack file's text; relative paths resolve against `file`'s folder."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        position = _TOML_POSITION.search(str(error))
+        line = int(position.group(1)) if position else None
+        message = _TOML_POSITION.sub("", str(error)).strip()
+        raise ConfigError(file, [Issue("", f"TOML syntax error: {message}"
+                                       + (f" (column {position.group(2)})" if position else ""), line)]) from None
+    problems = Problems(LineIndex(text))
+    reader = _Reader(data, file, problems)
+    stack = reader.read()
+    if problems.issues:
+        raise ConfigError(file, problems.issues)
+    return stack
+
+
+class _Reader:
+    def __init__(self, data: dict[str, Any], file: Path, problems: Problems):
+        self.file = file
+        self.base = file.parent
+        self.problems = problems
+        self.top = Table(data, "", problems)
+
+    def read(self) -> Stack:
+        info = self.read_stack_info()
+        watchdog = self.read_watchdog()
+        env_tables = self.top.take("env", _table_of_tables, {})
+        models = [self.read_model(i, raw, info) for i, raw in enumerate(self.top.take("model", _array_of_tables, []))]
+        programs = [self.read_program(i, raw) for i, raw in enumerate(self.top.take("program", _array_of_tables, []))]
+        uses_fastchat = any(m.engine in ("fastchat", "fastchat-vllm") for m in models)
+        api = self.read_api()
+        controller = self.read_controller(uses_fastchat or api.kind in ("fastchat", "fastchat-tools"))
+        envs = self.read_envs(env_tables, info, models, api)
+        self.top.finish()
+        models = checks.assign_ports(models, programs, api, controller, watchdog)
+        stack = Stack(source=self.file, stack=info, envs=frozen_mapping(envs), controller=controller, api=api,
+                      models=tuple(models), programs=tuple(programs), watchdog=watchdog)
+        checks.check_stack(stack, self.problems)
+        return dataclasses.replace(stack, warnings=tuple(self.problems.warnings))
+
+    # -- [stack] -----------------------------------------------------------------------------
+    def read_stack_info(self) -> StackInfo:
+        table = Table(self.top.take("stack", lambda v: v, {}), "stack", self.problems)
+        if not self.top.has("stack"):
+            self.problems.add("stack", 'is required: add a [stack] table with at least name = "..."')
+        name = table.take("name", _name, "baremetal", required=self.top.has("stack"))
+        root = table.take("root", t.nonempty_string, ".")
+        models_dir = table.take("models_dir", t.nonempty_string)
+        timezone = table.take("timezone", t.nonempty_string)
+        environment = table.take("environment", t.environment, {})
+        table.finish()
+        return StackInfo(name=name, root=self._path(root), models_dir=self._path(models_dir) if models_dir else None,
+                         timezone=timezone, environment=frozen_mapping(environment))
+
+    def _path(self, text: str, base: Path | None = None) -> Path:
+        path = Path(text).expanduser()
+        return Path(os.path.normpath((base or self.base) / path)) if not path.is_absolute() else path
+
+    # -- [env.*] -------------------------------------------------------------------------------
+    def read_envs(self, tables: dict, info: StackInfo, models: list[Model], api: Api) -> dict[str, Env]:
+        envs: dict[str, Env] = {}
+        for name, raw in tables.items():
+            path = f"env.{name}"
+            if not _NAME.match(name):
+                self.problems.add(path, "env names use letters, digits, '.', '_' and '-'")
+            table = Table(raw, path, self.problems)
+            kind = table.take("kind", t.choice(*ENV_KINDS), "venv")
+            where = table.take("path", t.nonempty_string)
+            python = table.take("python", t.nonempty_string)
+            packages = table.take("packages", t.string_list)
+            table.finish()
+            if kind == "system":
+                if where is not None:
+                    self.problems.add(f"{path}.path", 'kind "system" uses an existing interpreter: set python = '
+                                      '"/path/to/python" instead of path')
+                prefix = None
+                python = str(self._path(python)) if python and "/" in python else (python or "python3")
+            else:
+                prefix = self._path(where or f"envs/{name}", info.root)
+            envs[name] = Env(name=name, kind=kind, path=prefix, python=python,
+                             packages=tuple(packages) if packages is not None else None)
+        wanted = [(f"model[{m.index}].env", m.env) for m in models]
+        if api.kind in ("fastchat", "fastchat-tools"):
+            wanted.append(("api.env", api.env))
+        for path, name in wanted:
+            if name in envs:
+                continue
+            if name in DEFAULT_ENV_FOR_ENGINE.values():
+                envs[name] = Env(name=name, kind="venv", path=info.root / "envs" / name, python=None,
+                                 packages=None, declared=False)
+            else:
+                self.problems.add(path, f"no [env.{name}] in this file{_did_you_mean(name, envs)}")
+        return envs
+
+    # -- [controller] [api] [watchdog] -------------------------------------------------------------
+    def read_controller(self, implied: bool) -> Controller:
+        table = Table(self.top.take("controller", lambda v: v, {}), "controller", self.problems)
+        host = table.take("host", t.nonempty_string, "127.0.0.1")
+        port = table.take("port", t.port, 21001)
+        enabled = table.take("enabled", t.boolean, implied)
+        table.finish()
+        return Controller(host=host, port=port, enabled=enabled)
+
+    def read_api(self) -> Api:
+        table = Table(self.top.take("api", lambda v: v, {}), "api", self.problems)
+        kind = table.take("kind", t.choice(*API_KINDS), "gateway")
+        host = table.take("host", t.nonempty_string, "127.0.0.1")
+        port = table.take("port", t.port, 8000)
+        keys = table.take("api_keys", t.string_list, ())
+        env = table.take("env", _name, "fastchat")
+        table.finish()
+        for index, spec in enumerate(keys):
+            problem = checks.key_spec_problem(spec)
+            if problem:
+                self.problems.add(f"api.api_keys[{index}]", problem)
+        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env)
+
+    def read_watchdog(self) -> Watchdog:
+        table = Table(self.top.take("watchdog", lambda v: v, {}), "watchdog", self.problems)
+        watchdog = Watchdog(
+            enabled=table.take("enabled", t.boolean, True),
+            interval_s=table.take("interval", t.duration_s, 1.0),
+            probe_timeout_s=table.take("probe_timeout", t.duration_s, 2.0),
+            unhealthy_after=table.take("unhealthy_after", t.integer(1, 1000), 3),
+            stall_after_s=table.take("stall_after", t.duration_s, 60.0),
+            load_timeout_s=table.take("load_timeout", t.duration_s, 1800.0),
+            max_restarts=table.take("max_restarts", t.integer(0, 10000), 5),
+            restart_window_s=table.take("restart_window", t.duration_s, 3600.0),
+            gpu_temp_limit_c=table.take("gpu_temp_limit", t.integer(30, 130), 90),
+            metrics_host=table.take("metrics_host", t.nonempty_string, "127.0.0.1"),
+            metrics_port=table.take("metrics_port", t.port, 9400),
+        )
+        table.finish()
+        if watchdog.interval_s <= 0:
+            self.problems.add("watchdog.interval", "must be longer than 0s")
+        return watchdog
+
+    # -- [[model]] -----------------------------------------------------------------------------
+    def read_model(self, index: int, raw: Any, info: StackInfo) -> Model:
+        path = f"model[{index}]"
+        table = Table(raw, path, self.problems)
+        name = table.take("name", t.nonempty_string, f"model-{index}", required=True)
+        model_path = table.take("path", t.nonempty_string, "", required=True)
+        engine = table.take("engine", t.choice(*ENGINES), "vllm")
+        task = table.take("task", t.choice(*TASKS), "chat")
+        gpus = table.take("gpus", t.gpu_list)
+        default_parallel = max(len(gpus), 1) if gpus is not None else 1
+        tensor_parallel = table.take("tensor_parallel", t.integer(1, 1024), None)
+        pipeline_parallel = table.take("pipeline_parallel", t.integer(1, 1024), None)
+        program = table.take("program", _name, None)
+        model = Model(
+            index=index, name=name,
+            program=program or f"{engine}-{t.slug(name)}",
+            path=self._model_path(model_path, info),
+            engine=engine, task=task, gpus=gpus,
+            tensor_parallel=tensor_parallel or (default_parallel // (pipeline_parallel or 1) or 1),
+            pipeline_parallel=pipeline_parallel or 1,
+            distributed_backend=table.take("distributed_backend", t.choice(*DISTRIBUTED_BACKENDS)),
+            host=table.take("host", t.nonempty_string, "127.0.0.1"),
+            port=table.take("port", t.port, 0),
+            tool_call_parser=table.take("tool_call_parser", t.nonempty_string),
+            reasoning_parser=table.take("reasoning_parser", t.nonempty_string),
+            prefix_caching=table.take("prefix_caching", t.boolean),
+            max_model_len=table.take("max_model_len", t.integer(1, None)),
+            gpu_memory_utilization=table.take("gpu_memory_utilization", t.number(0.01, 1.0)),
+            dtype=table.take("dtype", t.nonempty_string),
+            env=table.take("env", _name, DEFAULT_ENV_FOR_ENGINE[engine]),
+            args=table.take("args", t.string_list, ()),
+            environment=frozen_mapping(table.take("environment", t.environment, {})),
+            explicit=frozenset(key for key in ("tensor_parallel", "pipeline_parallel", "program") if table.has(key)),
+        )
+        table.finish()
+        return model
+
+    def _model_path(self, text: str, info: StackInfo) -> Path:
+        if not text:
+            return Path()
+        path = Path(text).expanduser()
+        if path.is_absolute():
+            return path
+        return self._path(text, info.models_dir) if info.models_dir else self._path(text)
+
+    # -- [[program]] ---------------------------------------------------------------------------
+    def read_program(self, index: int, raw: Any) -> Program:
+        path = f"program[{index}]"
+        table = Table(raw, path, self.problems)
+        name = table.take("name", _name, f"program-{index}", required=True)
+        command = table.take("command", _command, (), required=True)
+        health = table.take("health", _url)
+        serves = table.take("serves", lambda v: v)
+        port = table.take("port", t.port)
+        directory = table.take("directory", t.nonempty_string)
+        program = Program(
+            index=index, name=name, command=command, health=health,
+            serves=self._serves(serves, f"{path}.serves") if serves is not None else None,
+            port=port if port is not None else (_url_port(serves.get("url")) if isinstance(serves, dict) else None)
+            or _url_port(health),
+            gpus=table.take("gpus", t.gpu_list),
+            directory=self._path(directory) if directory else None,
+            startsecs=table.take("startsecs", t.integer(0, 3600), 3),
+            stopwaitsecs=table.take("stopwaitsecs", t.integer(1, 3600), 10),
+            stopsignal=table.take("stopsignal", t.choice(*SIGNALS), "TERM"),
+            environment=frozen_mapping(table.take("environment", t.environment, {})),
+        )
+        table.finish()
+        return program
+
+    def _serves(self, raw: Any, path: str) -> Serves | None:
+        table = Table(raw, path, self.problems)
+        serves = Serves(model=table.take("model", t.nonempty_string, "", required=True),
+                        task=table.take("task", t.choice(*TASKS), "chat"),
+                        url=table.take("url", _url, "", required=True))
+        table.finish()
+        return serves
+
+
+def _name(value: Any) -> str:
+    text = t.string(value)
+    if not _NAME.match(text):
+        raise t.FieldError(f"{text!r}: names use letters, digits, '.', '_' and '-', and start with a letter or digit")
+    return text
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise t.FieldError('give the command as an array of arguments, e.g. ["server", "--port", "8081"]; '
+                           "baremetal never hands a string to a shell")
+    return t.nonempty_string_list(value)
+
+
+def _url(value: Any) -> str:
+    text = t.nonempty_string(value)
+    if not re.match(r"https?://[^/\s]+", text):
+        raise t.FieldError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/") if text.count("/") == 3 else text
+
+
+def _url_port(url: Any) -> int | None:
+    if not isinstance(url, str):
+        return None
+    match = re.match(r"https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\]):(\d+)", url)
+    return int(match.group(1)) if match else None
+
+
+def _table_of_tables(value: Any) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise t.FieldError("expected tables such as [env.default]")
+    return value
+
+
+def _array_of_tables(value: Any) -> list:
+    if not isinstance(value, list):
+        raise t.FieldError("expected an array of tables: write each entry as [[model]] or [[program]]")
+    return value
+
+
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else "; add it, or use one of the envs defined"

@@ -1,0 +1,176 @@
+"""Small converters from TOML values to typed values; each raises FieldError naming what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class FieldError(ValueError):
+    """A value that does not fit its field; the reader adds the field path."""
+
+
+def type_name(value: Any) -> str:
+    """The TOML name of a Python value's type, for messages."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise FieldError(f"expected a string, got {type_name(value)} ({value!r})")
+    return value
+
+
+def nonempty_string(value: Any) -> str:
+    text = string(value)
+    if not text.strip():
+        raise FieldError("must not be empty")
+    return text
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(f"expected true or false, got {type_name(value)} ({value!r})")
+    return value
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    """A converter for whole numbers within [minimum, maximum]."""
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(f"expected an integer, got {type_name(value)} ({value!r})")
+        if minimum is not None and value < minimum:
+            raise FieldError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise FieldError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return convert
+
+
+def number(minimum: float | None = None, maximum: float | None = None) -> Callable[[Any], float]:
+    """A converter for integers or floats within [minimum, maximum]."""
+
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FieldError(f"expected a number, got {type_name(value)} ({value!r})")
+        if minimum is not None and value < minimum:
+            raise FieldError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise FieldError(f"must be at most {maximum}, got {value}")
+        return float(value)
+
+    return convert
+
+
+port = integer(1, 65535)
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    """A converter accepting one of `options`."""
+
+    def convert(value: Any) -> str:
+        text = string(value)
+        if text not in options:
+            raise FieldError(f"expected one of {', '.join(repr(o) for o in options)}, got {text!r}")
+        return text
+
+    return convert
+
+
+def duration_s(value: Any) -> float:
+    """Seconds from a duration string with units: "500ms", "2s", "5m", "1h", "1h30m"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise FieldError(f'durations need a unit, e.g. "{value}s" (units: ms, s, m, h, d)')
+    text = string(value).strip().lower().replace(" ", "")
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * DURATION_UNITS_S[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise FieldError(f'expected a duration such as "500ms", "2s", "5m" or "1h", got {value!r}')
+    return total
+
+
+def gpu_list(value: Any) -> tuple[int, ...]:
+    """GPU indices: an array of distinct non-negative integers ([] means CPU)."""
+    if not isinstance(value, list):
+        raise FieldError(f"expected an array of GPU indices such as [0, 1], got {type_name(value)} ({value!r})")
+    seen: list[int] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise FieldError(f"GPU indices are integers, got {item!r}")
+        if item < 0:
+            raise FieldError(f"GPU indices are 0 or more, got {item}")
+        if item in seen:
+            raise FieldError(f"GPU {item} is listed twice")
+        seen.append(item)
+    return tuple(seen)
+
+
+def string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise FieldError(f"expected an array of strings, got {type_name(value)} ({value!r})")
+    for item in value:
+        if not isinstance(item, str):
+            raise FieldError(f"expected an array of strings, but {item!r} is {type_name(item)}")
+    return tuple(value)
+
+
+def nonempty_string_list(value: Any) -> tuple[str, ...]:
+    items = string_list(value)
+    if not items:
+        raise FieldError("must not be empty")
+    return items
+
+
+def supervisor_env_value(text: str) -> str:
+    """Refuse values that supervisord's `environment=` parser cannot carry unchanged.
+
+    supervisord reads environment= with a non-POSIX shlex that has no escapes and strips quote
+    characters from both ends, so a value with both quote kinds, or ending in a quote, is mangled.
+    """
+    if '"' in text and "'" in text:
+        raise FieldError("supervisord cannot pass a value holding both ' and \"; set it in a file the program reads")
+    if text.endswith(("'", '"')) or text.startswith(("'", '"')):
+        raise FieldError("supervisord strips quotes at either end of a value; remove them")
+    if "\n" in text:
+        raise FieldError("values cannot span lines")
+    return text
+
+
+def environment(value: Any) -> dict[str, str]:
+    """Environment variables: a table of NAME = value (numbers and booleans become strings)."""
+    if not isinstance(value, dict):
+        raise FieldError(f'expected a table such as {{ NAME = "value" }}, got {type_name(value)}')
+    result: dict[str, str] = {}
+    for name, raw in value.items():
+        if not _ENV_NAME.match(name):
+            raise FieldError(f"{name!r} is not a valid environment variable name")
+        if isinstance(raw, bool):
+            text = "1" if raw else "0"
+        elif isinstance(raw, (int, float, str)):
+            text = str(raw)
+        else:
+            raise FieldError(f"{name}: expected a string or number, got {type_name(raw)}")
+        try:
+            result[name] = supervisor_env_value(text)
+        except FieldError as error:
+            raise FieldError(f"{name}: {error}") from None
+    return result
+
+
+def slug(text: str) -> str:
+    """A supervisord program name from a free-form name: lowercase, [a-z0-9._-] only."""
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
+    return cleaned or "unnamed"

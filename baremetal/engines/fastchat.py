@@ -1,0 +1,58 @@
+"""FastChat command lines: controller, model_worker (transformers), vllm_worker, and the API servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from baremetal.config.model import Api, Controller, Model, connect_host
+from baremetal.engines.args import merge_args
+
+SHIMS = Path(__file__).resolve().parent.parent / "shims"
+API_MODULES = {"fastchat": "fastchat.serve.openai_api_server",
+               "fastchat-tools": "fastchat.serve.openai_api_server_for_tool"}
+
+
+def controller_url(controller: Controller) -> str:
+    return f"http://{connect_host(controller.host)}:{controller.port}"
+
+
+def controller_argv(controller: Controller, python: str) -> list[str]:
+    return [python, "-m", "fastchat.serve.controller", "--host", controller.host, "--port", str(controller.port),
+            "--dispatch-method", "shortest_queue"]
+
+
+def worker_argv(model: Model, python: str, controller: Controller) -> list[str]:
+    """model_worker (engine "fastchat") or vllm_worker (engine "fastchat-vllm") for `model`."""
+    module = "fastchat.serve.model_worker" if model.engine == "fastchat" else "fastchat.serve.vllm_worker"
+    generated = ["--model-path", str(model.path), "--model-names", model.name,
+                 "--host", model.host, "--port", str(model.port),
+                 "--worker-address", model.url, "--controller-address", controller_url(controller)]
+    gpu_count = len(model.gpus or ())
+    if model.engine == "fastchat":
+        generated += ["--device", "cpu" if model.on_cpu else "cuda"]
+        if gpu_count > 1:
+            generated += ["--num-gpus", str(gpu_count)]
+    else:
+        if model.tensor_parallel > 1:
+            generated += ["--num-gpus", str(model.tensor_parallel)]
+        if model.max_model_len:
+            generated += ["--max-model-len", str(model.max_model_len)]
+        if model.gpu_memory_utilization is not None:
+            generated += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
+        if model.dtype:
+            generated += ["--dtype", model.dtype]
+    return [python, "-m", module] + merge_args(generated, model.args)
+
+
+def api_argv(api: Api, python: str, controller: Controller) -> list[str]:
+    """FastChat's OpenAI server (or the tool-calling fork's).
+
+    With api_keys the server starts through a shim that resolves the key specs at start-up and hands
+    them to FastChat after it has logged its arguments, so keys reach neither the command line nor logs.
+    """
+    flags = ["--host", api.host, "--port", str(api.port), "--controller-address", controller_url(controller)]
+    module = API_MODULES[api.kind]
+    if not api.api_keys:
+        return [python, "-m", module] + flags
+    specs = [part for spec in api.api_keys for part in ("--key", spec)]
+    return [python, str(SHIMS / "fastchat_api.py"), "--module", module] + specs + ["--"] + flags

@@ -1,0 +1,178 @@
+"""Stack -> [ProgramSpec]: what supervisord should run, decided purely from the stack and host facts."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from baremetal.config.model import Env, Model, Program, Stack, connect_host, frozen_mapping
+from baremetal.engines import fastchat, vllm
+from baremetal.engines.versions import VllmBuild, vllm_build
+
+# supervisord starts lower priorities first and stops them last: the controller before the workers,
+# the workers before the API, and the watchdog last, so that at shutdown it stops first and never
+# "repairs" a stack that is being taken down.
+PRIORITY = {"controller": 100, "worker": 200, "program": 200, "api": 300, "watchdog": 900}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to tell that a program serves: one cheap real request, chosen by `kind`."""
+
+    kind: str                  # vllm | fastchat-worker | controller | openai | http | watchdog
+    url: str                   # base URL (or the full URL for kind "http")
+    model: str | None = None   # served model name, for requests that need one
+    task: str | None = None    # chat | embed | rerank
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """One supervisord program, complete: render.py turns it into a file without further decisions."""
+
+    name: str
+    role: str                  # controller | worker | program | api | watchdog
+    argv: tuple[str, ...]
+    environment: Mapping[str, str]
+    priority: int
+    gpus: tuple[int, ...] | None = None
+    host: str | None = None
+    port: int | None = None
+    probe: Probe | None = None
+    directory: str | None = None
+    startsecs: int = 3
+    startretries: int = 2
+    stopwaitsecs: int = 10
+    stopsignal: str = "TERM"
+    model: str | None = None   # served model name, for workers and [[program]] backends
+    engine: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)   # facts worth printing (e.g. vLLM version used)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What plan needs to know about the host, gathered once by `gather_facts` (the I/O lives there)."""
+
+    baremetal_python: str
+    vllm_builds: Mapping[str, VllmBuild]    # env name -> build its programs will run
+    minfds: int = 65536                     # open-file limit supervisord asks for (inherited by engines)
+
+
+def gather_facts(stack: Stack) -> HostFacts:
+    """Look at the host: baremetal's own interpreter, and the vLLM build of each env that runs vLLM."""
+    envs = {m.env for m in stack.models if m.engine in ("vllm", "fastchat-vllm")}
+    return HostFacts(baremetal_python=sys.executable,
+                     vllm_builds=frozen_mapping({name: vllm_build(stack.envs[name]) for name in sorted(envs)}),
+                     minfds=_minfds())
+
+
+def _minfds(wanted: int = 65536) -> int:
+    """65536 open files for engines serving many connections, but no more than the hard limit:
+    supervisord refuses to start when it cannot raise its limit to minfds (containers often forbid it,
+    root or not). Raise the hard limit (LimitNOFILE= in systemd, limits.conf) to get more."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+def base_environment(stack: Stack) -> dict[str, str]:
+    """Variables every program gets: offline hub, caches and temp files under the stack root, time zone."""
+    root = stack.root
+    environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "cache" / "huggingface"),
+                   "TMPDIR": str(root / "tmp")}
+    if stack.stack.timezone:
+        environment["TZ"] = stack.stack.timezone
+    environment.update(stack.stack.environment)
+    return environment
+
+
+def _gpu_environment(gpus: tuple[int, ...] | None) -> dict[str, str]:
+    return {} if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(str(gpu) for gpu in gpus)}
+
+
+def plan(stack: Stack, facts: HostFacts) -> list[ProgramSpec]:
+    """Every program of the stack, in start order."""
+    specs: list[ProgramSpec] = []
+    base = base_environment(stack)
+    if stack.controller.enabled:
+        specs.append(_controller(stack, base))
+    specs += [_model(stack, model, facts, base) for model in stack.models]
+    specs += [_program(program, base) for program in stack.programs]
+    if stack.api.kind != "none":
+        specs.append(_api(stack, facts, base))
+    if stack.watchdog.enabled:
+        specs.append(_watchdog(stack, facts, base))
+    return sorted(specs, key=lambda spec: (spec.priority, spec.name))
+
+
+def fastchat_python(stack: Stack) -> str:
+    """The interpreter for the controller: the env of the first FastChat model, else the api's env."""
+    env_name = next((m.env for m in stack.models if m.engine in ("fastchat", "fastchat-vllm")), stack.api.env)
+    env: Env | None = stack.envs.get(env_name)
+    return env.interpreter if env else "python3"
+
+
+def _controller(stack: Stack, base: dict[str, str]) -> ProgramSpec:
+    controller = stack.controller
+    return ProgramSpec(name="controller", role="controller",
+                       argv=tuple(fastchat.controller_argv(controller, fastchat_python(stack))),
+                       environment=frozen_mapping(base), priority=PRIORITY["controller"],
+                       host=controller.host, port=controller.port,
+                       probe=Probe("controller", fastchat.controller_url(controller)))
+
+
+def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
+    python = stack.envs[model.env].interpreter
+    environment = dict(base) | _gpu_environment(model.gpus)
+    notes: tuple[str, ...] = ()
+    if model.engine in ("vllm", "fastchat-vllm"):
+        build = facts.vllm_builds[model.env]
+        environment |= vllm.vllm_environment(model, str(stack.root / "cache" / "vllm"))
+        notes = (f"{build.distribution} {build.version_text} ({build.source})",)
+    if model.engine == "vllm":
+        argv = vllm.vllm_argv(model, python, facts.vllm_builds[model.env])
+        probe = Probe("vllm", model.url, model.name, model.task)
+    else:
+        argv = fastchat.worker_argv(model, python, stack.controller)
+        probe = Probe("fastchat-worker", model.url, model.name, model.task)
+    environment |= model.environment
+    # Engines take minutes to load: count them started after 10 s, give them time to free GPU
+    # memory on stop (a hung vLLM API server was seen ignoring SIGTERM for 9 s), and stop the
+    # whole process group, since the engine core and tensor-parallel ranks are child processes.
+    return ProgramSpec(name=model.program, role="worker", argv=tuple(argv), environment=frozen_mapping(environment),
+                       priority=PRIORITY["worker"], gpus=model.gpus, host=model.host, port=model.port, probe=probe,
+                       startsecs=10, startretries=2, stopwaitsecs=30, model=model.name, engine=model.engine,
+                       notes=notes)
+
+
+def _program(program: Program, base: dict[str, str]) -> ProgramSpec:
+    environment = dict(base) | _gpu_environment(program.gpus) | dict(program.environment)
+    probe = Probe("http", program.health) if program.health else None
+    serves = program.serves
+    return ProgramSpec(name=program.name, role="program", argv=program.command,
+                       environment=frozen_mapping(environment), priority=PRIORITY["program"], gpus=program.gpus,
+                       port=program.port, probe=probe,
+                       directory=str(program.directory) if program.directory else None,
+                       startsecs=program.startsecs, stopwaitsecs=program.stopwaitsecs,
+                       stopsignal=program.stopsignal, model=serves.model if serves else None)
+
+
+def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
+    api = stack.api
+    if api.kind == "gateway":
+        argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source)]
+    else:
+        argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller)
+    return ProgramSpec(name="api", role="api", argv=tuple(argv), environment=frozen_mapping(base),
+                       priority=PRIORITY["api"], host=api.host, port=api.port,
+                       probe=Probe("openai", f"http://{connect_host(api.host)}:{api.port}"), engine=api.kind)
+
+
+def _watchdog(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
+    watchdog = stack.watchdog
+    url = f"http://{connect_host(watchdog.metrics_host)}:{watchdog.metrics_port}/metrics"
+    return ProgramSpec(name="watchdog", role="watchdog",
+                       argv=(facts.baremetal_python, "-m", "baremetal", "watchdog", "-c", str(stack.source)),
+                       environment=frozen_mapping(base), priority=PRIORITY["watchdog"],
+                       host=watchdog.metrics_host, port=watchdog.metrics_port, probe=Probe("http", url))

@@ -1,0 +1,1 @@
+"""Starter stack files written by `baremetal init --profile NAME`."""

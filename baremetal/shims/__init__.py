@@ -1,0 +1,1 @@
+"""Small launchers run by *other* interpreters (FastChat's env): standard library only."""

@@ -1,0 +1,60 @@
+"""The rendered supervisord.conf runs under real supervisord: programs reported, socket private."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import psutil
+
+from baremetal.config import load_stack
+from baremetal.generate import generate
+from baremetal.states import ProcessState
+from baremetal.supervisor import SupervisorClient
+from tests.conftest import free_port
+
+
+def wait_for(predicate, timeout_s: float, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):
+    port = free_port()
+    stack_file = write_stack(f'''
+        [stack]
+        name = "realtest"
+        root = "state"
+        [api]
+        kind = "none"
+        [watchdog]
+        enabled = false
+        [[program]]
+        name = "web"
+        command = ["{sys.executable}", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+        health = "http://127.0.0.1:{port}/"
+    ''')
+    stack = load_stack(stack_file)
+    generate(stack)
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
+    client = SupervisorClient(stack.socket_path)
+    try:
+        wait_for(client.is_running, 15)
+        info = wait_for(lambda: next((p for p in client.processes() if p.state == ProcessState.RUNNING), None), 15)
+        assert info.name == "web" and psutil.pid_exists(info.pid)
+        assert stat.S_IMODE(os.stat(stack.socket_path).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(stack.socket_path.parent).st_mode) == 0o700
+        assert (stack.logs_dir / "supervisord.log").exists()
+    finally:
+        daemon_pid = client.pid()
+        client.shutdown()
+        wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)
+    assert not psutil.pid_exists(info.pid)
