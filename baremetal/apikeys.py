@@ -1,0 +1,44 @@
+"""API keys from their specs (literal, env:VAR, file:PATH). Keys are secrets: never log or print them."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+from baremetal.errors import BaremetalError
+
+
+def resolve_key_spec(spec: str) -> list[str]:
+    """The keys one spec stands for; a file holds one key per line (blank lines and # comments skipped)."""
+    if spec.startswith("env:"):
+        name = spec[4:]
+        value = os.environ.get(name, "")
+        if not value:
+            raise BaremetalError(f"api.api_keys: environment variable {name} is unset or empty; export it "
+                                 "(for supervisord-managed programs, before supervisord starts)")
+        return [value]
+    if spec.startswith("file:"):
+        path = Path(spec[5:]).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise BaremetalError(f"api.api_keys: cannot read {path}: {error.strerror}") from None
+        keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise BaremetalError(f"api.api_keys: {path} holds no key")
+        return keys
+    return [spec]
+
+
+def resolve_keys(specs: tuple[str, ...] | list[str]) -> list[str]:
+    """Every key of every spec, in order."""
+    return [key for spec in specs for key in resolve_key_spec(spec)]
+
+
+def key_matches(offered: str, keys: list[str]) -> bool:
+    """Constant-time comparison against every key (no early exit that would leak which one is close)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered.encode(), key.encode())
+    return matched
