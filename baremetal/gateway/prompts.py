@@ -59,7 +59,7 @@ def normalise_messages(messages: list[Any]) -> list[dict]:
             raise bad_request(f"{where}.role must be one of {', '.join(ROLES)}, not {role!r}.", param=f"{where}.role")
         item: dict[str, Any] = {"role": "system" if role == "developer" else role,
                                 "content": _text(message.get("content"), where, required=role != "assistant")}
-        if role == "assistant" and message.get("tool_calls"):
+        if role == "assistant" and message.get("tool_calls") is not None:
             item["tool_calls"] = _tool_calls(message["tool_calls"], where)
         if role == "tool":
             item["tool_call_id"] = str(message.get("tool_call_id") or "")
