@@ -112,10 +112,17 @@ async def _respond(scope, receive, send, payload: dict) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
     await send({"type": "http.response.body", "body": _chunk(model, {"role": "assistant", "content": ""}),
                 "more_body": True})
+    interval_s = float(payload.get("x_interval_s", 0))
+    watcher = asyncio.ensure_future(receive()) if interval_s else None   # uvicorn's send() stays silent
     for index in range(int(payload.get("x_chunks", 8))):
         await send({"type": "http.response.body", "body": _chunk(model, {"content": f"tok{index} "}), "more_body": True})
-        if payload.get("x_interval_s"):
-            await asyncio.sleep(float(payload["x_interval_s"]))
+        if watcher:
+            await asyncio.sleep(interval_s)
+            if watcher.done():
+                SEEN["abandoned"].append(scope["path"])
+                return
+    if watcher:
+        watcher.cancel()
     await send({"type": "http.response.body", "body": _chunk(model, {}, "stop") + b"data: [DONE]\n\n"})
 
 
