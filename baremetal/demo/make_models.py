@@ -403,9 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = args.dir.expanduser().absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     started = time.monotonic()
     try:
         with open(out_dir / ".demo-models.lock", "w") as lock:
