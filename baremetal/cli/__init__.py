@@ -45,9 +45,9 @@ def cli(context: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import gateway_commands, stack_commands
+    from baremetal.cli import demo_commands, gateway_commands, stack_commands
 
-    for module in (stack_commands, gateway_commands):
+    for module in (stack_commands, demo_commands, gateway_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
