@@ -139,7 +139,9 @@ def _prefill(tools: ToolRequest) -> str:
         return ""
     if tools.mode == "required":
         return f"{TOOL_OPEN}\n"
-    return f"{TOOL_OPEN}\n" + '{"name": ' + json.dumps(tools.forced_name, ensure_ascii=False) + ', "arguments": '
+    # No trailing space: BPE tokenizers merge it with what follows (` {`), so a prompt ending in a space
+    # would hand the model a token sequence it never saw in training.
+    return f"{TOOL_OPEN}\n" + '{"name": ' + json.dumps(tools.forced_name, ensure_ascii=False) + ', "arguments":'
 
 
 def _conversation_prompt(conversation: Conversation, messages: list[dict]) -> str:

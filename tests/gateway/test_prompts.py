@@ -56,7 +56,7 @@ def test_tool_choice_none_leaves_tools_out_but_keeps_history():
 def test_required_and_named_tool_choice_start_the_answer():
     assert prompt(ASK, {"tools": [TOOL], "tool_choice": "required"}).prefill == "<tool_call>\n"
     named = prompt(ASK, {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
-    assert named.prefill == '<tool_call>\n{"name": "get_weather", "arguments": '
+    assert named.prefill == '<tool_call>\n{"name": "get_weather", "arguments":'
     assert named.text.endswith("<|im_start|>assistant\n" + named.prefill)
 
 
