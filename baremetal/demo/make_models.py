@@ -306,12 +306,29 @@ def rerank_pairs() -> list[tuple[str, str, float]]:
 
 
 def rerank_tokenizer(folder: Path):
-    from tokenizers import BertWordPieceTokenizer
+    """A BERT WordPiece tokenizer whose vocabulary is every corpus word plus single characters (so any
+    text splits into known pieces). Built by hand, not trained: the WordPiece trainer's ids vary from run
+    to run, and the recipe must be deterministic."""
+    import string
 
-    tokenizer = BertWordPieceTokenizer(lowercase=True)
-    tokenizer.train_from_iterator(corpus_lines(), vocab_size=1000, min_frequency=1, show_progress=False)
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = {word for line in corpus_lines() for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))}
+    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in words for c in w})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = specials + characters + ["##" + c for c in characters] + sorted(words - set(characters))
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    # Pairs become [CLS] query [SEP] document [SEP] with segment ids 0/1, as transformers' BertTokenizer does.
+    tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     tokenizer.save(str(folder / "tokenizer.json"))
-    tokenizer.save_model(str(folder))       # vocab.txt
+    (folder / "vocab.txt").write_text("".join(piece + "\n" for piece in pieces), encoding="utf-8")
     write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512,
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -387,12 +404,33 @@ def check_tiny_chat(folder: Path) -> None:
     log(chats.TINY_CHAT, f"reloaded: greedy answers match for {len(chats.CONVERSATIONS)} conversations")
 
 
+def check_tiny_rerank(folder: Path) -> None:
+    """Reload the cross-encoder the way engines do and check that it still ranks the fixed documents."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32).eval()
+    batch = tokenizer([chats.RERANK_QUERY] * len(chats.RERANK_DOCUMENTS), chats.RERANK_DOCUMENTS, padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        scores = torch.sigmoid(model(**batch).logits.squeeze(-1)).tolist()
+    if scores != sorted(scores, reverse=True):
+        raise RuntimeError(f"{chats.TINY_RERANK}: reloaded model scores {scores}, not in the fixed order")
+    log(chats.TINY_RERANK, "reloaded: scores " + ", ".join(f"{score:.3f}" for score in scores))
+
+
+def make_checked_tiny_rerank(folder: Path) -> None:
+    make_tiny_rerank(folder)
+    check_tiny_rerank(folder)
+
+
 def make_checked_tiny_chat(folder: Path) -> None:
     make_tiny_chat(folder)
     check_tiny_chat(folder)
 
 
-MAKERS = {chats.TINY_CHAT: make_checked_tiny_chat, chats.TINY_RERANK: make_tiny_rerank, chats.MINILM: make_minilm}
+MAKERS = {chats.TINY_CHAT: make_checked_tiny_chat, chats.TINY_RERANK: make_checked_tiny_rerank, chats.MINILM: make_minilm}
 
 
 def main(argv: list[str] | None = None) -> int:
