@@ -155,7 +155,7 @@ class Exchange:
                     break
             gateway.balancer.refused(backend, time.monotonic(), outcome.reason)
             failures.append(f"{backend.name}: {outcome.reason}")
-        labels[1] = ""
+        labels[:] = [call.model, ""]
         raise unavailable(call.model, failures)
 
     async def _attempt(self, call: Call, backend: "Backend", respond: Responder) -> BackendUnreachable | None:

@@ -3,7 +3,10 @@ whole or streamed (SSE), built from the worker protocol (baremetal.gateway.worke
 
 Chat prompts come from baremetal.gateway.prompts; tool calls in the output are parsed by
 baremetal.gateway.tool_calls, in streams as they complete (a call is sent as one delta with its id and
-name, then one with its arguments).
+name, then one with its arguments). With n > 1, whole answers are generated concurrently and streamed
+ones one choice after the other. Sampling defaults are OpenAI's (temperature 1, top_p 1); `max_tokens`
+defaults to what the context leaves, and a prompt that leaves nothing is a 400 (the worker would
+silently cut the start of the prompt).
 """
 
 from __future__ import annotations

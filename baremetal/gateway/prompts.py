@@ -107,9 +107,10 @@ def _tool_calls(calls: Any, where: str) -> list[dict]:
     return out
 
 
-def _as_text_turns(messages: list[dict], tools: ToolRequest) -> list[dict]:
-    """The fallback: one system message first (with the tool instructions), tool traffic as plain text."""
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+def _as_text_turns(messages: list[dict], tools: ToolRequest, default_system: str = "") -> list[dict]:
+    """The fallback: one system message first (with the tool instructions), tool traffic as plain text.
+    `default_system` is the template's own system message, kept when the client sends none."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"]) or default_system
     if tools.active:
         system = f"{system}\n\n{tool_system_prompt(tools.tools)}" if system else tool_system_prompt(tools.tools)
     out = [{"role": "system", "content": system}] if system else []
@@ -167,7 +168,7 @@ def build_prompt(messages: list[dict], tools: ToolRequest, renderer: TemplateRen
         return Prompt(text + prefill, prefill, tuple(dict.fromkeys(stop)), renderer.template.stop_token_ids)
     if conversation is None:
         raise bad_request("This model has neither a chat template nor a conversation template.")
-    text = _conversation_prompt(conversation, _as_text_turns(messages, tools))
+    text = _conversation_prompt(conversation, _as_text_turns(messages, tools, conversation.system_message))
     conv_stop = conversation.stop_str
     stop += [conv_stop] if isinstance(conv_stop, str) else list(conv_stop or ())
     return Prompt(text + prefill, prefill, tuple(dict.fromkeys(s for s in stop if s)), conversation.stop_token_ids)

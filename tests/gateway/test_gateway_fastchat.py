@@ -12,6 +12,7 @@ import pytest
 
 from baremetal.demo import fixed_chats as chats
 from tests.conftest import free_port
+from tests.gateway.running import wait_for
 from tests.running_stack import running_stack
 
 openai = pytest.importorskip("openai")
@@ -21,7 +22,7 @@ NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 @pytest.fixture(scope="module")
 def gateway(demo_models, fastchat_python, module_tmp):
-    port = free_port()
+    port, controller, extra = free_port(), free_port(), free_port()
     stack_file = module_tmp / "baremetal.toml"
     stack_file.write_text(f'''
 [stack]
@@ -32,7 +33,7 @@ models_dir = "{demo_models}"
 kind = "system"
 python = "{fastchat_python}"
 [controller]
-port = {free_port()}
+port = {controller}
 [api]
 kind = "gateway"
 port = {port}
@@ -44,6 +45,18 @@ path = "tiny-chat"
 engine = "fastchat"
 gpus = []
 port = {free_port()}
+[[model]]
+name = "tiny-chat-conv"
+path = "tiny-chat"
+engine = "fastchat"
+gpus = []
+port = {free_port()}
+args = ["--conv-template", "qwen-7b-chat"]
+[[program]]
+name = "unlisted-worker"
+command = ["{fastchat_python}", "-m", "fastchat.serve.model_worker", "--model-path", "{demo_models / 'tiny-chat'}",
+           "--model-names", "tiny-chat-unlisted", "--device", "cpu", "--host", "127.0.0.1", "--port", "{extra}",
+           "--worker-address", "http://127.0.0.1:{extra}", "--controller-address", "http://127.0.0.1:{controller}"]
 ''', encoding="utf-8")
     with running_stack(stack_file, label="gateway-fastchat") as running:
         running.base_url = f"http://127.0.0.1:{port}"
@@ -55,11 +68,11 @@ def client(gateway):
     return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def ask(client, name: str, **extra):
+def ask(client, name: str, model: str = "tiny-chat", **extra):
     messages, tools, _reply = chats.CONVERSATIONS[name]
     if tools:
         extra.setdefault("tools", tools)
-    return client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, max_tokens=80, **extra)
+    return client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=80, **extra)
 
 
 def calls_of(message) -> list[tuple[str, dict]]:
@@ -83,8 +96,29 @@ def streamed(stream) -> tuple[str, list[dict], list[str], list[dict]]:
     return content, [calls[index] for index in sorted(calls)], finishes, deltas
 
 
-def test_models_come_from_the_stack(client):
-    assert [model.id for model in client.models.list()] == ["tiny-chat"]
+def test_models_come_from_the_stack_and_the_controller(client):
+    """A worker the stack does not list as a [[model]] is found through the FastChat controller."""
+    wait_for(lambda: "tiny-chat-unlisted" in [model.id for model in client.models.list()], 90, 1.0,
+             "the unlisted worker registered")
+    assert [model.id for model in client.models.list()] == ["tiny-chat", "tiny-chat-conv", "tiny-chat-unlisted"]
+    reply = client.chat.completions.create(model="tiny-chat-unlisted", max_tokens=8,
+                                           messages=[{"role": "user", "content": chats.PLAIN_QUESTION}])
+    assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("name", ["plain", "tool_call", "parallel_tool_calls", "tool_result"])
+def test_fallback_prompt_with_fastchats_conversation_template(client, name):
+    """tiny-chat-conv's worker runs with --conv-template qwen-7b-chat: the gateway builds the prompt from
+    FastChat's template with its own Hermes tool instructions and text tool turns, which for ChatML is
+    exactly what the model was trained on, so it answers exactly as through its own template."""
+    _messages, _tools, reply = chats.CONVERSATIONS[name]
+    choice = ask(client, name, model="tiny-chat-conv").choices[0]
+    if "<tool_call>" in reply:
+        expected = [json.loads(block.split("</tool_call>")[0]) for block in reply.split("<tool_call>")[1:]]
+        assert calls_of(choice.message) == [(call["name"], call["arguments"]) for call in expected]
+        assert choice.finish_reason == "tool_calls"
+    else:
+        assert choice.message.content == reply and choice.message.tool_calls is None
 
 
 def test_plain_chat_whole_and_streamed(client):

@@ -132,7 +132,6 @@ def test_keys(running):
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(running.gateway_url + "/health").status_code == 200          # open on purpose
     assert httpx.get(running.gateway_url + "/metrics").status_code == 401
-    log = (running.stack.logs_dir / "api.log")
     text = "".join(path.read_text() for path in running.stack.logs_dir.glob("api*"))
     assert KEY not in text
 

@@ -90,6 +90,12 @@ def test_fallback_with_the_workers_conversation_template():
     assert built.text == (f"<|im_start|>system\nBe brief.\n\n{tool_system_prompt((TOOL,))}<|im_end|>\n"
                           "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n")
     assert built.stop == ("<|im_end|>",) and built.stop_token_ids == (5,)
+    assistant = Conversation.from_json({"name": "q", "system_template": "<|im_start|>system\n{system_message}",
+                                        "system_message": "You help.", "roles": ["<|im_start|>user", "<|im_start|>assistant"],
+                                        "messages": [], "sep_style": 9, "sep": "<|im_end|>"})
+    built = prompt(ASK[1:], {"tools": [TOOL]}, source=None, conversation=assistant)   # no system message sent
+    assert built.text.startswith(f"<|im_start|>system\nYou help.\n\n{tool_system_prompt((TOOL,))}<|im_end|>\n")
+    assert prompt(ASK[1:], source=None, conversation=assistant).text.startswith("<|im_start|>system\nYou help.<|im_end|>")
 
 
 def test_special_tokens_and_bos():

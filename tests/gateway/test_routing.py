@@ -3,8 +3,6 @@ verdicts, back-off after refused connections. Pure."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from baremetal.config import load_stack
