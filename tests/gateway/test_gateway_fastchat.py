@@ -6,6 +6,7 @@ builds the prompt with the model's template and turns `<tool_call>` output into 
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -217,3 +218,33 @@ def test_context_overflow_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "word " * 5000}])
     assert caught.value.code == "context_length_exceeded"
+
+
+def test_client_disconnect_stops_the_work(gateway):
+    """A streamed request for 8 choices runs them one after another on the worker. A client that hangs up
+    during the first leaves the worker idle at once and for good; left to run, it keeps it busy."""
+    worker = gateway.url("fastchat-tiny-chat")
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": chats.PLAIN_QUESTION}],
+            "n": 8, "max_tokens": 40, "temperature": 0, "stream": True}
+
+    def busy() -> bool:
+        return httpx.post(worker + "/worker_get_status").json()["queue_length"] > 0
+
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", json=body, timeout=60) as response:
+        finished = [line for line in response.iter_lines() if '"finish_reason": "stop"' in line]
+    full_s = time.monotonic() - started
+    assert len(finished) == 8
+    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", json=body, timeout=60) as response:
+        chunks = response.iter_raw()
+        next(chunks)
+        assert busy()
+    wait_for(lambda: not busy(), full_s / 2, 0.01, "the worker idle after the hang-up")
+    deadline = time.monotonic() + full_s
+    while time.monotonic() < deadline:          # and nothing more is started for it
+        assert not busy()
+        time.sleep(0.02)
+    metrics = httpx.get(gateway.base_url + "/metrics").text
+    assert 'baremetal_gateway_in_flight{model="tiny-chat",backend="fastchat-tiny-chat"} 0' in metrics
+    assert ('baremetal_gateway_requests_total{model="tiny-chat",backend="fastchat-tiny-chat",endpoint="chat",'
+            'status="499"} 1') in metrics
