@@ -101,6 +101,16 @@ async def _generate_whole(gateway: "Gateway", backend: "Backend", params: dict) 
     return last
 
 
+async def _all(coroutines: list) -> list:
+    """Run concurrently; when one fails, stop the others (gather alone would leave them generating)."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def _usage(chunks: list[dict]) -> dict:
     prompt_tokens = max((c.get("usage", {}).get("prompt_tokens", 0) for c in chunks), default=0)
     completion = sum(c.get("usage", {}).get("completion_tokens", 0) for c in chunks)
@@ -127,7 +137,7 @@ async def _chat(gateway: "Gateway", call: Call, backend: "Backend", respond: Res
         await _chat_stream(gateway, backend, respond, params, prompt, tools, n, identity,
                            _include_usage(payload))
         return
-    finals = await asyncio.gather(*[_generate_whole(gateway, backend, params) for _ in range(n)])
+    finals = await _all([_generate_whole(gateway, backend, params) for _ in range(n)])
     choices = [_chat_choice(index, final, prompt, tools) for index, final in enumerate(finals)]
     body = identity | {"object": "chat.completion", "choices": choices, "usage": _usage(finals)}
     await respond.whole(200, JSON, json.dumps(body, ensure_ascii=False).encode())
@@ -228,7 +238,7 @@ async def _completions(gateway: "Gateway", call: Call, backend: "Backend", respo
     if payload.get("stream"):
         await _completions_stream(gateway, backend, respond, jobs, identity, _include_usage(payload))
         return
-    finals = await asyncio.gather(*[_generate_whole(gateway, backend, params) for params in jobs])
+    finals = await _all([_generate_whole(gateway, backend, params) for params in jobs])
     choices = [{"index": index, "text": final.get("text", ""), "logprobs": final.get("logprobs"),
                 "finish_reason": final.get("finish_reason") or "stop"} for index, final in enumerate(finals)]
     body = identity | {"object": "text_completion", "choices": choices, "usage": _usage(finals)}

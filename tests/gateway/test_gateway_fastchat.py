@@ -128,6 +128,12 @@ def test_plain_chat_whole_and_streamed(client):
     assert response.usage.prompt_tokens > 5 and response.usage.completion_tokens > 5
     content, calls, finishes, _ = streamed(ask(client, "plain", stream=True))
     assert (content, calls, finishes) == (chats.PLAIN_ANSWER, [], ["stop"])
+    chunks = list(ask(client, "plain", stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == response.usage.completion_tokens
+    two = ask(client, "plain", n=2)
+    assert [choice.index for choice in two.choices] == [0, 1]
+    assert {choice.message.content for choice in two.choices} == {chats.PLAIN_ANSWER}
+    assert two.usage.completion_tokens == 2 * response.usage.completion_tokens
 
 
 def test_tool_call(client):
