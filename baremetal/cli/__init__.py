@@ -45,9 +45,9 @@ def cli(context: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import stack_commands
+    from baremetal.cli import host_commands, install_commands, stack_commands
 
-    for module in (stack_commands,):
+    for module in (stack_commands, install_commands, host_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
