@@ -49,4 +49,33 @@ def doctor(config_path: Path, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-COMMANDS = [doctor]
+@click.command()
+@click.argument("model")
+@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True,
+              help="hf: Hugging Face (honours HF_ENDPOINT and HF_TOKEN); modelscope: ModelScope (MODELSCOPE_ENDPOINT).")
+@click.option("--revision", default=None, metavar="REV", help="Branch, tag or commit (default: the main branch).")
+@click.option("--to", "into", type=click.Path(file_okay=False), default=None,
+              help="Download into DIR instead of <models_dir>/MODEL.")
+@config_option
+def pull(model: str, source: str, revision: str | None, into: str | None, config_path: Path) -> None:
+    """Download MODEL (ORG/NAME) into the stack's models_dir, resuming where a previous pull stopped.
+
+    Files already complete are not fetched again, so re-running after an interruption finishes the job.
+    Needs the hub clients: pip install 'baremetal[pull]'. The model lands in <models_dir>/ORG/NAME, which
+    a [[model]] names with path = "ORG/NAME".
+    """
+    from baremetal.pull import Pull, check_repo_id, pull_model, pull_target
+
+    check_repo_id(model)
+    models_dir = None if into else load(config_path).stack.models_dir
+    target = pull_target(model, models_dir, Path(into).absolute() if into else None)
+    click.echo(f"Pulling {model} from {source}{f' at {revision}' if revision else ''} into {target}")
+    folder = pull_model(Pull(model, source, revision, target))
+    if not (folder / "config.json").is_file():
+        click.echo(f"Warning: {folder} has no config.json; vLLM and FastChat will not load it as a model", err=True)
+    click.echo(f"Done: {folder}")
+    if models_dir is not None:
+        click.echo(f'Use it in the stack file with path = "{model}"')
+
+
+COMMANDS = [doctor, pull]

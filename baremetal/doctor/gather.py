@@ -177,6 +177,10 @@ def env_checks(stack: Stack, runner: CommandRunner, report: GpuReport, lock_curr
             needs["vllm"] = ROLE_NEEDS["vllm"]
         if env_roles & (set(FASTCHAT_ENGINES) | {"fastchat-tools"}):
             needs["fastchat"] = ROLE_NEEDS["fastchat"]
+        if env.kind != "system" and not Path(env.interpreter).exists():
+            checks.append(Check(f"env {name}", FAIL, f"not built yet ({env.path} has no bin/python)",
+                                "run `baremetal install`"))
+            continue
         facts = env_facts(env.interpreter, runner)
         checks.append(env_check(name, env.interpreter, facts, needs, lock_current.get(name)))
         if facts.runs and "vllm" in needs:
@@ -211,6 +215,26 @@ def lock_status(stack: Stack, report: GpuReport) -> dict[str, bool | None]:
     return status
 
 
+def api_key_check(stack: Stack, environ: dict[str, str], env_file: Path | None) -> Check | None:
+    """env: api keys need their variable where the API server starts: this shell, or the unit's EnvironmentFile."""
+    names = [spec[4:] for spec in stack.api.api_keys if spec.startswith("env:")]
+    if not names or stack.api.kind == "none":
+        return None
+    in_file: set[str] = set()
+    if env_file is not None:
+        try:
+            in_file = {line.split("=", 1)[0].strip() for line in env_file.read_text().splitlines() if "=" in line}
+        except OSError:
+            pass
+    missing = [name for name in names if not environ.get(name) and name not in in_file]
+    if missing:
+        where = f" or in {env_file}" if env_file else ""
+        return Check("api keys", WARN, f"{', '.join(missing)} is not set in this shell{where}: the API server will "
+                     "refuse to start", f"export it before `baremetal up`, or put NAME=value in "
+                     f"{env_file or 'the EnvironmentFile of the systemd unit'}")
+    return Check("api keys", OK, f"{', '.join(names)} set")
+
+
 def systemd_check(stack: Stack, unit_dirs: Sequence[Path]) -> Check:
     from baremetal.install.systemd import unit_name
 
@@ -226,9 +250,11 @@ def run_doctor(stack: Stack, specs: Sequence[ProgramSpec], nvml: Nvml, runner: C
                unit_dirs: Sequence[Path]) -> list[Check]:
     """Every check, host first, then the stack's envs, models, ports, supervisord and the boot unit."""
     from baremetal.install.packages import env_roles
+    from baremetal.install.systemd import key_env_file
 
     report = read_gpus(nvml)
     supervisor, program_pids = supervisor_checks(stack, client)
     return (host_checks(stack, report) + env_checks(stack, runner, report, lock_status(stack, report),
                                                     env_roles(stack))
-            + model_checks(stack) + port_checks(specs, program_pids) + supervisor + [systemd_check(stack, unit_dirs)])
+            + model_checks(stack) + port_checks(specs, program_pids) + supervisor + [systemd_check(stack, unit_dirs)]
+            + [check for check in [api_key_check(stack, dict(os.environ), key_env_file(stack, user=False))] if check])

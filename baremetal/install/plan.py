@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from baremetal.config.model import Env, Stack, frozen_mapping
-from baremetal.errors import EnvironmentBuildError
+from baremetal.errors import EnvironmentBuildError, UsageError
 from baremetal.install.packages import FLASH_ATTN, Packages, env_packages, env_roles
 
 LOCK_NAME = "baremetal-lock.json"
@@ -178,7 +178,7 @@ def plan_install(stack: Stack, host: InstallHost, states: Mapping[str, EnvState]
     """Plans for the stack's envs (or only those named), in name order."""
     unknown = [name for name in only if name not in stack.envs]
     if unknown:
-        raise EnvironmentBuildError(f"no env named {', '.join(map(repr, unknown))} in {stack.source}; its envs: "
+        raise UsageError(f"no env named {', '.join(map(repr, unknown))} in {stack.source}; its envs: "
                                     f"{', '.join(sorted(stack.envs)) or 'none'}")
     roles = env_roles(stack)
     return [plan_env(env, roles.get(name, frozenset()), host, states[name], rebuild)
