@@ -70,6 +70,9 @@ def _handler(hub: Hub):
                 return self._file(name, head)
             if path.startswith(f"/api/v1/models/{repo}"):
                 return self._modelscope(path[len(f"/api/v1/models/{repo}"):], query, head)
+            if path.startswith("/api/models/"):            # as the Hub answers for a repo it does not have
+                return self._send(404, b'{"error": "Repository not found"}',
+                                  {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"}, head)
             self._json({"error": f"not found: {path}"}, 404)
 
         @staticmethod
