@@ -111,8 +111,9 @@ def test_installed_fastchat_env_has_its_pins():
     lock = json.loads((env / "baremetal-lock.json").read_text())
     assert lock["request"]["install"] == ["torch==2.13.0", "fschat[model_worker]==0.2.36", "transformers<5", "pydantic<2"]
     probe = subprocess.run([str(env / "bin" / "python"), "-c",
-                            "import fastchat.serve.controller, pydantic, transformers, torch; "
-                            "print(pydantic.VERSION, transformers.__version__, torch.__version__)"],
+                            # FastChat replaces sys.stdout with a logger when imported: write to the real one
+                            "import sys, fastchat.serve.controller, pydantic, transformers, torch; "
+                            "sys.__stdout__.write(f'{pydantic.VERSION} {transformers.__version__} {torch.__version__}')"],
                            capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr[-2000:]
     pydantic_version, transformers_version, torch_version = probe.stdout.split()
