@@ -106,7 +106,7 @@ def test_rendered_program_starts_vllm_from_installed_env(write_stack, short_tmp)
         wait_for(lambda: not psutil.pid_exists(daemon_pid), 60)
 
 
-def test_installed_fastchat_env_has_its_pins():
+def test_installed_fastchat_env_has_its_pins(short_tmp):
     env = ensure_env("fastchat")
     lock = json.loads((env / "baremetal-lock.json").read_text())
     assert lock["request"]["install"] == ["torch==2.13.0", "fschat[model_worker]==0.2.36", "transformers<5", "pydantic<2"]
@@ -114,7 +114,7 @@ def test_installed_fastchat_env_has_its_pins():
                             # FastChat replaces sys.stdout with a logger when imported: write to the real one
                             "import sys, fastchat.serve.controller, pydantic, transformers, torch; "
                             "sys.__stdout__.write(f'{pydantic.VERSION} {transformers.__version__} {torch.__version__}')"],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, cwd=short_tmp)   # it writes controller.log
     assert probe.returncode == 0, probe.stderr[-2000:]
     pydantic_version, transformers_version, torch_version = probe.stdout.split()
     assert pydantic_version.startswith("1.") and transformers_version.startswith("4.")
