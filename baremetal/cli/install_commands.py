@@ -102,8 +102,11 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
     if dry_run:
         _print_plan(plans)
         if with_systemd:
-            click.echo(f"then: render the program files, and install the systemd unit (see `baremetal install "
-                       "--systemd --unit-dir DIR` to review it)")
+            from baremetal.generate import program_specs
+
+            folder = _unit_folder(user_unit, unit_dir)
+            text = _unit_text(stack, program_specs(stack), user_unit)
+            click.echo(f"then: render the program files, and write {folder / _unit_name(stack)}:\n{text}")
         return
     runner = SubprocessRunner()
     progress = CliProgress(verbose)
@@ -124,14 +127,27 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
         _install_systemd(stack, generated.specs, user_unit, unit_dir)
 
 
+def _unit_name(stack) -> str:
+    from baremetal.install.systemd import unit_name
+
+    return unit_name(stack)
+
+
+def _unit_text(stack, specs, user: bool) -> str:
+    from baremetal.install import systemd
+
+    options = systemd.UnitOptions(user=user, persistenced=systemd.unit_present("nvidia-persistenced.service"),
+                                  env_file=systemd.key_env_file(stack, user))
+    return systemd.render_unit(stack, specs, options)
+
+
 def _install_systemd(stack, specs, user: bool, unit_dir: str | None) -> None:
     from baremetal.install import systemd
     from baremetal.install.runner import SubprocessRunner
 
-    options = systemd.UnitOptions(user=user, persistenced=systemd.unit_present("nvidia-persistenced.service"),
-                                  env_file=systemd.key_env_file(stack, user))
     folder = _unit_folder(user, unit_dir)
-    change = systemd.install_unit(stack, systemd.render_unit(stack, specs, options), folder, user,
+    env_file = systemd.key_env_file(stack, user)
+    change = systemd.install_unit(stack, _unit_text(stack, specs, user), folder, user,
                                   SubprocessRunner(), _systemctl_usable(folder, user))
     click.echo(f"Wrote {change.path}")
     for command in change.ran:
@@ -140,8 +156,8 @@ def _install_systemd(stack, specs, user: bool, unit_dir: str | None) -> None:
         click.echo(f"note: {note}")
     if change.to_run:
         click.echo("To enable it, run:\n" + "\n".join(f"  {shlex.join(c)}" for c in change.to_run))
-    if options.env_file:
-        click.echo(f"api_keys use env: variables: put them in {options.env_file} (VAR=value lines, mode 0600)")
+    if env_file:
+        click.echo(f"api_keys use env: variables: put them in {env_file} (VAR=value lines, mode 0600)")
     click.echo(f"It starts the stack at boot. If the stack runs now (`baremetal up`), switch over with "
                f"`baremetal down && systemctl {'--user ' if user else ''}start {change.path.name}`.")
 

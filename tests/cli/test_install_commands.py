@@ -108,3 +108,15 @@ def test_systemd_unit_install_and_uninstall(write_stack, short_tmp):
     removed = invoke("uninstall", "--systemd", "--unit-dir", str(units), "-c", str(stack_file))
     assert removed.exit_code == 0 and not unit.exists()
     assert invoke("uninstall", "--systemd", "--unit-dir", str(units), "-c", str(stack_file)).exit_code == 2
+
+
+def test_system_env_is_checked_not_built(write_stack, short_tmp):
+    import sys
+
+    good = _write(write_stack, f'[env.tools]\nkind = "system"\npython = "{sys.executable}"')
+    result = invoke("install", "-c", str(good))
+    assert result.exit_code == 0 and f"[tools] check: {sys.executable}" in result.output
+    bad = _write(write_stack, '[env.tools]\nkind = "system"\npython = "/nonexistent/bin/python3"')
+    result = invoke("install", "-c", str(bad))
+    assert result.exit_code == 1
+    assert "env 'tools' (kind \"system\"): /nonexistent/bin/python3 does not run" in result.output
