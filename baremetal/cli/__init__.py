@@ -23,6 +23,7 @@ plain supervisord program files from it, starts and watches them, and restarts w
 Typical day:
   baremetal init --profile gpu-node    write a commented starter stack file
   baremetal validate                   check it (every error at once, with field paths)
+  baremetal doctor                     check the host: driver, GPUs, CUDA, /dev/shm, ports, models
   baremetal install                    build the runtime environments (vLLM, FastChat)
   baremetal up                         render, start supervisord, wait until every model serves
   baremetal status                     what runs, what is ready, restarts, GPUs
