@@ -97,7 +97,7 @@ def _record(running: Running, label: str) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(stack_file: Path, timeout_s: float = 300, label: str = "") -> Iterator[Running]:
+def running_stack(stack_file: Path, timeout_s: float = 600, label: str = "") -> Iterator[Running]:
     """The stack's programs running under real supervisord and answering their probes; stopped after."""
     stack = load_stack(stack_file)
     generated = generate(stack)

@@ -146,3 +146,11 @@ def test_demo_model_files_carry_what_both_engines_need(demo_models):
     minilm = json.loads((demo_models / chats.MINILM / "config.json").read_text())
     assert minilm["hidden_size"] == chats.MINILM_DIMENSIONS
     assert (demo_models / chats.MINILM / "model.safetensors").stat().st_size > 80 * 2**20   # the real weights
+
+
+def test_example_demo_stack_validates():
+    example = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
+    result = CliRunner().invoke(cli, ["validate", "-c", str(example)])
+    assert result.exit_code == 0, result.output
+    for program in ("vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api", "watchdog"):
+        assert program in result.output
