@@ -101,7 +101,10 @@ def running_stack(stack_file: Path, timeout_s: float = 600, label: str = "") -> 
     """The stack's programs running under real supervisord and answering their probes; stopped after."""
     stack = load_stack(stack_file)
     generated = generate(stack)
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
+    # Started from the stack's folder, as an operator would: files a program drops in its working
+    # directory land there (and tests can look), never in the repository.
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True,
+                   cwd=stack_file.parent)
     client = SupervisorClient(stack.socket_path)
     running = Running(stack, generated.specs, client)
     try:

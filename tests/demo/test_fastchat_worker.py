@@ -76,3 +76,10 @@ def test_worker_streams_the_trained_reply(worker, prompts, name):
     assert result["error_code"] == 0
     assert result["text"] == chats.CONVERSATIONS[name][2]
     assert result["finish_reason"] == "stop"
+
+
+def test_fastchat_writes_no_log_files_into_the_working_directory(worker, module_tmp):
+    """FastChat's own log files default to the current directory; baremetal turns them off (LOGDIR="")
+    because supervisord already keeps the same output, rotated, under <root>/logs/."""
+    assert sorted(path.name for path in module_tmp.iterdir()) == ["baremetal.toml", "state"]
+    assert (worker.stack.logs_dir / "fastchat-tiny-chat.log").exists()
