@@ -35,6 +35,8 @@ MEASUREMENTS = CACHE / "measurements.jsonl"
 
 @dataclass
 class Running:
+    """A started stack: its specs, a client for its supervisord, and what was measured at start-up."""
+
     stack: Stack
     specs: list[ProgramSpec]
     client: SupervisorClient
