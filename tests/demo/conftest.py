@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -10,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from baremetal.demo import fixed_chats as chats
 from baremetal.demo import make_demo_models
 from tests.engine_envs import CACHE, ensure_env
 
-DEMO_MODELS = CACHE / "demo-models"
+# One folder per set of recipes: test runs of branches with other recipes (other helpers share the
+# cache) must not rebuild each other's models under a running server.
+_RECIPES_DIGEST = hashlib.sha256(json.dumps(sorted(chats.RECIPES.items())).encode()).hexdigest()[:10]
+DEMO_MODELS = CACHE / f"demo-models-{_RECIPES_DIGEST}"
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +71,15 @@ def _toml_value(value) -> str:
     raise TypeError(value)
 
 
-def stack_text(name: str, models_dir: Path, envs: dict[str, str], models: list[dict]) -> str:
+def stack_text(name: str, models_dir: Path, envs: dict[str, str], models: list[dict],
+               controller_port: int | None = None) -> str:
     """A stack file with no api and no watchdog: only the engines under test, on the given interpreters."""
     lines = ["[stack]", f"name = {_toml_value(name)}", 'root = "state"', f"models_dir = {_toml_value(str(models_dir))}"]
     for env_name, python in envs.items():
         lines += [f"[env.{env_name}]", 'kind = "system"', f"python = {_toml_value(python)}"]
     lines += ["[api]", 'kind = "none"', "[watchdog]", "enabled = false"]
+    if controller_port:
+        lines += ["[controller]", f"port = {controller_port}"]
     for model in models:
         lines += ["[[model]]"] + [f"{key} = {_toml_value(value)}" for key, value in model.items()]
     return "\n".join(lines) + "\n"

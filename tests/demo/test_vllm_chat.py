@@ -107,3 +107,9 @@ def test_deepseek_r1_reasoning_parser_splits_thought_from_answer(servers):
     reasoning = (message.model_extra or {}).get("reasoning") or (message.model_extra or {}).get("reasoning_content")
     assert reasoning.strip() == chats.REASONING_THOUGHT
     assert message.content.strip() == chats.REASONING_ANSWER
+
+
+def test_servers_write_nothing_outside_the_stack_root(servers, module_tmp):
+    """vLLM's caches and temporary files go under <root> (VLLM_CACHE_ROOT, TMPDIR, HF_HOME), not into the
+    folder supervisord was started from."""
+    assert sorted(path.name for path in module_tmp.iterdir()) == ["baremetal.toml", "state"]
