@@ -99,7 +99,7 @@ class Gateway:
         now = time.monotonic()
         out = {}
         for model, backends in self.routes.items():
-            ready = [b.name for b in backends if b.name not in unhealthy
+            ready = [b.name for b in backends if (b.name not in unhealthy or unhealthy[b.name].last_resort)
                      and self.balancer.state(b).down_until_s <= now]
             out[model] = {"backends": len(backends), "available": ready,
                           "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}

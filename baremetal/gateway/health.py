@@ -1,6 +1,8 @@
 """The watchdog's verdicts, read from <root>/run/watchdog.json (written atomically by the watchdog).
 
 Format: {"updated_s": epoch seconds, "programs": {PROGRAM: {"phase": ..., "healthy": bool, ...}}}.
+A program with "healthy": false is skipped, except one still in phase "ready" (failing probes, not yet
+stuck): that one is tried last, when no other backend of its model answers.
 Read cheaply: the file is stat-ed at most every `check_interval_s` and parsed again only when its
 mtime changes. A missing, unreadable or stale file (older than `stale_after_s`: the watchdog is not
 running) means no verdicts: every backend is tried, connection failures still count.
@@ -11,12 +13,30 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 
-def unhealthy_programs(document: Any, now_s: float, stale_after_s: float) -> dict[str, str]:
-    """PROGRAM -> why, for programs the watchdog marks unhealthy in a fresh document. Pure."""
+@dataclass(frozen=True)
+class Verdict:
+    """The watchdog's word on a program it marks unhealthy."""
+
+    phase: str
+
+    @property
+    def last_resort(self) -> bool:
+        """Still `ready` but failing probes (not yet stuck): tried only when nothing else answers, so one
+        slow probe on a lone replica does not turn into 503s."""
+        return self.phase == "ready"
+
+    @property
+    def reason(self) -> str:
+        return f"watchdog says {self.phase}"
+
+
+def unhealthy_programs(document: Any, now_s: float, stale_after_s: float) -> dict[str, Verdict]:
+    """PROGRAM -> verdict, for programs the watchdog marks unhealthy in a fresh document. Pure."""
     if not isinstance(document, dict):
         return {}
     updated = document.get("updated_s")
@@ -25,7 +45,7 @@ def unhealthy_programs(document: Any, now_s: float, stale_after_s: float) -> dic
     programs = document.get("programs")
     if not isinstance(programs, dict):
         return {}
-    return {name: f"watchdog says {entry.get('phase', 'unhealthy')}" for name, entry in programs.items()
+    return {name: Verdict(str(entry.get("phase") or "unhealthy")) for name, entry in programs.items()
             if isinstance(entry, dict) and entry.get("healthy") is False}
 
 
@@ -42,10 +62,10 @@ class WatchdogView:
         self._checked_s = float("-inf")
         self._mtime_ns: int | None = None
         self._document: Any = None
-        self._unhealthy: dict[str, str] = {}
+        self._unhealthy: dict[str, Verdict] = {}
 
-    def unhealthy(self) -> Mapping[str, str]:
-        """PROGRAM -> reason for the programs to skip now."""
+    def unhealthy(self) -> Mapping[str, Verdict]:
+        """PROGRAM -> verdict for the programs the watchdog marks unhealthy now."""
         now = self.clock()
         if now - self._checked_s >= self.check_interval_s:
             self._checked_s = now

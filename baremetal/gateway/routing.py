@@ -2,8 +2,9 @@
 
 Replicas are [[model]] entries sharing a `name`. A request goes to the replica with the fewest requests
 in flight (ties: the one picked least recently, so sequential requests rotate). Replicas the watchdog
-reports unhealthy are skipped; one that refused a connection is tried last for a back-off period
-(1 s, doubling to 30 s) and first again once it answers. The ordering is a pure function, table-tested.
+reports unhealthy are skipped (those it still calls ready, only failing probes, are tried last); one
+that refused a connection is tried after the others for a back-off period (1 s, doubling to 30 s) and
+in line again once it answers. The ordering is a pure function, table-tested.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from baremetal.config.model import FASTCHAT_ENGINES, Stack
+from baremetal.gateway.health import Verdict
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -60,18 +62,24 @@ class BackendState:
 
 
 def order_backends(backends: tuple[Backend, ...], states: Mapping[str, BackendState],
-                   unhealthy: Mapping[str, str], now_s: float) -> tuple[list[Backend], list[str]]:
-    """(backends to try, in order; why the others are skipped). Pure."""
-    usable, backing_off, skipped = [], [], []
+                   unhealthy: Mapping[str, Verdict], now_s: float) -> tuple[list[Backend], list[str]]:
+    """(backends to try, in order; why the others are skipped). Pure.
+
+    Order: usable ones (fewest in flight, then least recently picked), those backing off after a refused
+    connection (soonest back first), then those the watchdog doubts but still calls ready."""
+    usable, backing_off, doubted, skipped = [], [], [], []
     for backend in backends:
-        if backend.name in unhealthy:
-            skipped.append(f"{backend.name}: {unhealthy[backend.name]}")
+        verdict = unhealthy.get(backend.name)
+        if verdict is not None and not verdict.last_resort:
+            skipped.append(f"{backend.name}: {verdict.reason}")
             continue
         state = states.get(backend.name) or BackendState()
-        (backing_off if state.down_until_s > now_s else usable).append((backend, state))
+        group = doubted if verdict is not None else backing_off if state.down_until_s > now_s else usable
+        group.append((backend, state))
     usable.sort(key=lambda pair: (pair[1].in_flight, pair[1].picked_seq))
     backing_off.sort(key=lambda pair: pair[1].down_until_s)
-    return [backend for backend, _ in usable + backing_off], skipped
+    doubted.sort(key=lambda pair: (pair[1].down_until_s, pair[1].in_flight))
+    return [backend for backend, _ in usable + backing_off + doubted], skipped
 
 
 @dataclass
@@ -84,7 +92,7 @@ class Balancer:
     def state(self, backend: Backend) -> BackendState:
         return self.states.setdefault(backend.name, BackendState())
 
-    def plan(self, backends: tuple[Backend, ...], unhealthy: Mapping[str, str],
+    def plan(self, backends: tuple[Backend, ...], unhealthy: Mapping[str, Verdict],
              now_s: float) -> tuple[list[Backend], list[str]]:
         return order_backends(backends, self.states, unhealthy, now_s)
 

@@ -7,19 +7,21 @@ import os
 
 import pytest
 
-from baremetal.gateway.health import WatchdogView, unhealthy_programs
+from baremetal.gateway.health import Verdict, WatchdogView, unhealthy_programs
 
 NOW = 1_000_000.0
 CASES = {
     "fresh, one unhealthy": ({"updated_s": NOW - 1, "programs": {"a": {"phase": "stuck", "healthy": False},
                                                                   "b": {"phase": "ready", "healthy": True}}},
-                             {"a": "watchdog says stuck"}),
+                             {"a": Verdict("stuck")}),
     "loading counts as unhealthy when it says so": ({"updated_s": NOW, "programs": {"a": {"phase": "loading",
                                                                                            "healthy": False}}},
-                                                    {"a": "watchdog says loading"}),
+                                                    {"a": Verdict("loading")}),
     "stale: ignored": ({"updated_s": NOW - 31, "programs": {"a": {"phase": "stuck", "healthy": False}}}, {}),
     "no timestamp: ignored": ({"programs": {"a": {"healthy": False}}}, {}),
     "healthy missing: not skipped": ({"updated_s": NOW, "programs": {"a": {"phase": "stuck"}}}, {}),
+    "ready but failing probes": ({"updated_s": NOW, "programs": {"a": {"phase": "ready", "healthy": False}}},
+                                 {"a": Verdict("ready")}),
     "garbage": (["not", "a", "dict"], {}),
     "programs not a dict": ({"updated_s": NOW, "programs": []}, {}),
 }
@@ -28,6 +30,12 @@ CASES = {
 @pytest.mark.parametrize("document, expected", CASES.values(), ids=CASES.keys())
 def test_unhealthy_programs(document, expected):
     assert unhealthy_programs(document, NOW, stale_after_s=30.0) == expected
+
+
+def test_only_ready_programs_are_a_last_resort():
+    assert [phase for phase in ("loading", "ready", "stuck", "restarting", "failed", "given_up", "hardware_fault")
+            if Verdict(phase).last_resort] == ["ready"]
+    assert Verdict("stuck").reason == "watchdog says stuck"
 
 
 class Clock:
@@ -51,11 +59,11 @@ def test_view_rereads_on_mtime_change_only(short_tmp):
     write(path, {"updated_s": NOW, "programs": {"a": {"phase": "stuck", "healthy": False}}}, 1_000)
     assert view.unhealthy() == {}                                   # within the check interval: cached
     clock.now = 0.3
-    assert view.unhealthy() == {"a": "watchdog says stuck"}
+    assert view.unhealthy() == {"a": Verdict("stuck")}
     path.write_text("{ not json")                                   # same mtime as before: not read again
     os.utime(path, ns=(1_000, 1_000))
     clock.now = 0.6
-    assert view.unhealthy() == {"a": "watchdog says stuck"}
+    assert view.unhealthy() == {"a": Verdict("stuck")}
     write(path, {"updated_s": NOW, "programs": {"a": {"phase": "ready", "healthy": True}}}, 2_000)
     clock.now = 0.9
     assert view.unhealthy() == {}

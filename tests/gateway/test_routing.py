@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from baremetal.config import load_stack
+from baremetal.gateway.health import Verdict
 from baremetal.gateway.routing import Backend, BackendState, Balancer, order_backends, routes_from_stack
 
 
@@ -55,12 +56,15 @@ CASES = {
                                (["c", "b", "a"], [])),
     "ties: least recently picked": ({"a": BackendState(picked_seq=9), "b": BackendState(picked_seq=4),
                                      "c": BackendState(picked_seq=7)}, {}, (["b", "c", "a"], [])),
-    "watchdog verdict skips": ({}, {"b": "watchdog says stuck"}, (["a", "c"], ["b: watchdog says stuck"])),
+    "watchdog verdict skips": ({}, {"b": Verdict("stuck")}, (["a", "c"], ["b: watchdog says stuck"])),
+    "ready but failing probes: last resort": ({"c": BackendState(down_until_s=105.0)}, {"a": Verdict("ready")},
+                                              (["b", "c", "a"], [])),
     "backing off goes last": ({"a": BackendState(down_until_s=105.0)}, {}, (["b", "c", "a"], [])),
     "back-off over: back in line": ({"a": BackendState(down_until_s=99.0)}, {}, (["a", "b", "c"], [])),
     "several backing off: soonest first": ({"a": BackendState(down_until_s=130.0), "b": BackendState(down_until_s=110.0)},
                                            {}, (["c", "b", "a"], [])),
-    "all unhealthy": ({}, {"a": "x", "b": "y", "c": "z"}, ([], ["a: x", "b: y", "c: z"])),
+    "all unhealthy": ({}, {"a": Verdict("loading"), "b": Verdict("stuck"), "c": Verdict("failed")},
+                      ([], ["a: watchdog says loading", "b: watchdog says stuck", "c: watchdog says failed"])),
 }
 
 
