@@ -1,4 +1,5 @@
-"""Start a stack file's programs under real supervisord for a test, and stop everything afterwards."""
+"""Start a stack file's programs under real supervisord without waiting for deep probes (the gateway may
+require a key, some programs are meant to be down), distinct free ports, and shutdown that leaves nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from baremetal.config.model import Stack
 from baremetal.generate import generate
 from baremetal.states import ProcessState
 from baremetal.supervisor import SupervisorClient
+from tests.lifecycle_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,17 +34,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for held in sockets:
             held.close()
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):
-    """Poll until `predicate()` is truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"{what} not met within {timeout_s}s")
 
 
 @dataclass

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.gateway.running import free_ports, wait_for
+from tests.gateway.running import free_ports
+from tests.lifecycle_helpers import wait_for
 from tests.running_stack import running_stack
 
 openai = pytest.importorskip("openai")

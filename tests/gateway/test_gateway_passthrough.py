@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.running import REPO, free_ports, start_stack, wait_for
+from tests.gateway.running import REPO, free_ports, start_stack
+from tests.lifecycle_helpers import wait_for
 
 KEY = "test-key-0123456789"
 
