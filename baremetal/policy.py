@@ -142,7 +142,8 @@ def advance(history: History, observation: Observation) -> History:
     now = observation.time_s
     if observation.start_s and observation.start_s != history.start_s:
         restarts, total = history.restarts_s, history.restarts_total
-        if history.start_s and not history.expect_start:
+        by_operator = history.phase == Phase.STOPPED            # stopped, then started: not a restart
+        if history.start_s and not history.expect_start and not by_operator:
             restarts, total = _keep(restarts + (observation.start_s,)), total + 1   # it exited; supervisord restarted it
         phase, parked = history.phase, history.parked
         if phase in STICKY_PHASES and parked:

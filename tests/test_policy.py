@@ -184,11 +184,12 @@ def test_hardware_fault_stops_and_never_restarts():
 
 
 def test_an_operator_stop_and_start_is_followed_not_fought():
-    decisions, _ = run([ok(0), Observation(T0 + 1, ProcessState.STOPPING, 100, T0),
-                        Observation(T0 + 2, STOPPED, 0, T0), Observation(T0 + 30, STOPPED, 0, T0),
-                        Observation(T0 + 31, STARTING, 101, T0 + 31)])
+    decisions, history = run([ok(0), Observation(T0 + 1, ProcessState.STOPPING, 100, T0),
+                              Observation(T0 + 2, STOPPED, 0, T0), Observation(T0 + 30, STOPPED, 0, T0),
+                              Observation(T0 + 31, STARTING, 101, T0 + 31)])
     assert [d.action for d in decisions] == [Action.NONE] * 5
     assert [d.phase for d in decisions] == [Phase.READY, Phase.STOPPED, Phase.STOPPED, Phase.STOPPED, Phase.LOADING]
+    assert history.restarts_total == 0                 # an operator's stop and start is not a restart
 
 
 def sample(index, **kw):

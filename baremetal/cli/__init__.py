@@ -45,9 +45,9 @@ def cli(context: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import stack_commands
+    from baremetal.cli import stack_commands, watchdog_commands
 
-    for module in (stack_commands,):
+    for module in (stack_commands, watchdog_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
