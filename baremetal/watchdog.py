@@ -105,6 +105,8 @@ class Watchdog:
         xids = self.monitor.xid_events()
         self.xid_counts.update((event.gpu_index, event.xid) for event in xids)
         report = gpu_report(self.previous_gpus, samples, xids, self.policy)
+        for index, fault in report.faults.items():
+            self._event("gpu", f"{fault}: hardware fault; programs on GPU {index} are stopped, not restarted")
         for warning in report.warnings:
             self._event("gpu", warning)
         self.previous_gpus = samples or self.previous_gpus

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from baremetal.processes import pid_alive
+
 NVML_TEMPERATURE_GPU = 0
 NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
 NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
@@ -54,8 +56,9 @@ class FakeNvml:
     NVMLError = NVMLError
 
     def __init__(self, gpus: list[FakeGpu] | None = None, not_supported: set[str] | None = None,
-                 init_error: int | None = None):
+                 init_error: int | None = None, live_pids_only: bool = False):
         self.gpus = gpus if gpus is not None else [FakeGpu()]
+        self.live_pids_only = live_pids_only          # list a process only while it runs, as the driver does
         self.not_supported = set(not_supported or ())
         self.init_error = init_error
         self.calls: list[tuple] = []
@@ -158,7 +161,8 @@ class FakeNvml:
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         self._call("nvmlDeviceGetComputeRunningProcesses", handle)
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._gpu(handle).processes]
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._gpu(handle).processes
+                if not self.live_pids_only or pid_alive(pid)]
 
     def nvmlEventSetCreate(self):
         self._call("nvmlEventSetCreate")
