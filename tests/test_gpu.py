@@ -37,6 +37,17 @@ def test_not_supported_everywhere_gives_none_never_an_exception():
     assert any(call[0] == "nvmlDeviceGetTotalEccErrors" for call in nvml.calls)
 
 
+def test_a_query_that_answers_not_supported_is_not_asked_again():
+    nvml = FakeNvml([FakeGpu(), FakeGpu()])
+    monitor = started(nvml)
+    for _ in range(3):
+        samples = monitor.sample()
+    assert samples[0].fan_speed_percent is None and samples[1].temperature_c == 35
+    fan_calls = [call for call in nvml.calls if call[0] == "nvmlDeviceGetFanSpeed"]
+    assert fan_calls == [("nvmlDeviceGetFanSpeed", 0), ("nvmlDeviceGetFanSpeed", 1)]       # once per GPU
+    assert sum(call[0] == "nvmlDeviceGetTemperature" for call in nvml.calls) == 6
+
+
 def test_no_driver_is_said_in_words():
     monitor = GpuMonitor(nvml=FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
     assert monitor.start() is False and not monitor.available
