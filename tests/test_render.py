@@ -128,6 +128,8 @@ def test_fastchat_trio():
     api = " ".join(command_of(files, "api"))
     assert "fastchat.serve.openai_api_server --host 0.0.0.0 --port 1282" in api
     assert "CUDA_VISIBLE_DEVICES=\"0,1,2,3\"" in files["conf.d/fastchat-qwen-14b-chat.conf"]
+    # GPU numbers mean what nvidia-smi and the watchdog (NVML) call them: PCI bus order
+    assert "CUDA_DEVICE_ORDER=\"PCI_BUS_ID\"" in files["conf.d/fastchat-qwen-14b-chat.conf"]
 
 
 def parsed_programs(conf_dir: Path) -> dict:
