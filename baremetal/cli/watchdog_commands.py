@@ -73,29 +73,25 @@ def gpus(as_json: bool) -> None:
     from baremetal.processes import program_of
 
     monitor = GpuMonitor()
-    monitor.start()
+    available = monitor.start()
     try:
         samples = monitor.sample()
         owners = {p.pid: program_of(p.pid) for s in samples for p in s.processes or ()}
         if as_json:
             print_json({"nvml": monitor.reason, "driver_version": monitor.driver_version,
                         "xid_events_supported": list(monitor.xid_gpus),
-                        "gpus": [dict(s.to_json(), programs={str(pid): owners.get(pid) for pid in
-                                                               [p.pid for p in s.processes or ()]}) for s in samples]})
-        elif monitor.available:
+                        "gpus": [dict(s.to_json(), programs={str(p.pid): owners.get(p.pid) for p in s.processes or ()})
+                                 for s in samples]})
+        elif available:
             click.echo(f"NVIDIA driver {monitor.driver_version or '?'}; {len(samples)} GPU(s)")
             click.echo(table([_gpu_row(s, owners) for s in samples],
                              ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC UNCORR", "THROTTLE", "PROCESSES"]))
+        else:
+            click.echo(f"No GPUs to show: {monitor.reason}.", err=True)
     finally:
         monitor.close()
-    if not monitor.available and monitor.reason != "NVML closed":
-        raise click.exceptions.Exit(_no_gpu(monitor.reason, as_json))
-
-
-def _no_gpu(reason: str | None, as_json: bool) -> int:
-    if not as_json:
-        click.echo(f"No GPUs to show: {reason}.", err=True)
-    return 1
+    if not available:
+        raise click.exceptions.Exit(1)
 
 
 def _gpu_row(sample, owners: dict) -> list[str]:
