@@ -23,13 +23,14 @@ plain supervisord program files from it, starts and watches them, and restarts w
 Typical day:
   baremetal init --profile gpu-node    write a commented starter stack file
   baremetal validate                   check it (every error at once, with field paths)
+  baremetal doctor                     check the host: driver, GPUs, CUDA, /dev/shm, ports, models
   baremetal install                    build the runtime environments (vLLM, FastChat)
   baremetal up                         render, start supervisord, wait until every model serves
   baremetal status                     what runs, what is ready, restarts, GPUs
   baremetal logs vllm-chat -f          follow one program's log
   baremetal down                       stop everything
 
-Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file.
+Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file, 3 supervisord not running.
 """
 
 
@@ -45,9 +46,9 @@ def cli(context: click.Context, config: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import stack_commands, watchdog_commands
+    from baremetal.cli import host_commands, install_commands, run_commands, stack_commands, watchdog_commands
 
-    for module in (stack_commands, watchdog_commands):
+    for module in (stack_commands, run_commands, install_commands, host_commands, watchdog_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
