@@ -41,7 +41,7 @@ class ProgramObserver:
     """Observes one program; `observe` is called once per tick (from a worker thread)."""
 
     spec: ProgramSpec
-    http: Any                                # httpx.Client-like: get/post with timeout=
+    http: Any                                # get/post with timeout= (httplite.LiteClient, httpx.Client)
     probe_timeout_s: float
     canary_timeout_s: float
     canary_pool: Executor | None             # None: no canary (watchdog.canary = false)

@@ -278,11 +278,14 @@ def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
             watch = PidWatch(run, "vllm-tiny")
             try:
                 wait_serving(run, "vllm-tiny", f"{url}/health", 300)
-                results["httpok_loading"] = {"served_within_300s": True, "restarts_while_loading": watch.restarts()}
+                served = True
             except AssertionError:
-                results["httpok_loading"] = {"served_within_300s": False, "restarts_while_loading": watch.restarts()}
+                served = False
+            results["httpok_loading"] = {"served_within_300s": served, "restarts_while_loading": watch.restarts()}
             save()
-            run.supervisorctl("stop", "httpok")
+    with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
         with running_stack(stack_file(Path(folder), vllm_body(port), False)) as run:
             wait_serving(run, "vllm-tiny", f"{url}/health", 300)
             add_httpok(run, "vllm-tiny", f"{url}/health")        # only once vLLM serves
@@ -337,19 +340,24 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="also the real vLLM-CPU faults (minutes)")
     parser.add_argument("--load-s", type=float, default=180.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--only", choices=("http", "vllm-watchdog", "vllm-httpok"), action="append",
+                        help="run only these parts (repeatable; the vllm parts need no --vllm then)")
+    parser.add_argument("--merge", action="store_true", help="add to the results already in --json")
     args = parser.parse_args()
     if not HTTPOK.exists():
         sys.exit(f"superlance's httpok is not installed beside {sys.executable}: pip install superlance")
-    results: dict = {}
+    results: dict = json.loads(args.json.read_text()) if args.merge and args.json and args.json.exists() else {}
+    results.pop("errors", None)
 
     def save() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
 
-    sections = [lambda: results.update(bench_http(args.runs))]
-    if args.vllm:
-        sections += [lambda: bench_vllm_watchdog(max(1, args.runs // 2 + 1), args.load_s, results, save),
-                     lambda: bench_vllm_httpok(args.load_s, results, save)]
+    wanted = set(args.only or (["http"] + (["vllm-watchdog", "vllm-httpok"] if args.vllm else [])))
+    parts = {"http": lambda: results.update(bench_http(args.runs)),
+             "vllm-watchdog": lambda: bench_vllm_watchdog(max(1, args.runs // 2 + 1), args.load_s, results, save),
+             "vllm-httpok": lambda: bench_vllm_httpok(args.load_s, results, save)}
+    sections = [part for name, part in parts.items() if name in wanted]
     for section in sections:
         try:
             section()

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
 from baremetal.events import EventLog, events_path
 from baremetal.generate import program_specs
 from baremetal.gpu import GpuMonitor
+from baremetal.httplite import LiteClient
 from baremetal.processes import pid_alive
 from baremetal.states import ProcessState
 from baremetal.supervisor import SupervisorClient
@@ -52,7 +52,7 @@ class InProcess:
         self.monitor = GpuMonitor(nvml=nvml)
         assert self.monitor.start()
         stack = run.stack
-        self.http = httpx.Client(trust_env=False)
+        self.http = LiteClient()
         self.watchdog = Watchdog(stack.watchdog, program_specs(stack), lambda: SupervisorClient(stack.socket_path),
                                  self.http, self.monitor, EventLog(events_path(stack.root)), state_path(stack.root))
 
