@@ -16,6 +16,7 @@ from __future__ import annotations
 import resource
 import threading
 import time
+import traceback
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -86,7 +87,11 @@ class Watchdog:
                     f"{self.config.interval_s:g}s; GPUs: {self._gpu_words()}")
         next_s = time.monotonic()
         while not self.stopping.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception as error:  # noqa: BLE001 - a bug here must not stop the watching: say it, go on
+                self._event("watchdog_error", f"{type(error).__name__}: {error}", details={
+                    "traceback": traceback.format_exc().splitlines()[-12:]})
             next_s = max(next_s + self.config.interval_s, time.monotonic())
             self.stopping.wait(max(0.0, next_s - time.monotonic()))
         self.job_pool.shutdown(wait=True, cancel_futures=True)
