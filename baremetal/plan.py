@@ -88,7 +88,15 @@ def base_environment(stack: Stack) -> dict[str, str]:
 
 
 def _gpu_environment(gpus: tuple[int, ...] | None) -> dict[str, str]:
-    return {} if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(str(gpu) for gpu in gpus)}
+    """CUDA_VISIBLE_DEVICES from `gpus`, numbered as nvidia-smi and NVML number them (PCI bus order; CUDA's
+    own default orders by speed, so on a mixed host `gpus = [0]` could land on another card than the one
+    the watchdog watches as GPU 0)."""
+    if gpus is None:
+        return {}
+    environment = {"CUDA_VISIBLE_DEVICES": ",".join(str(gpu) for gpu in gpus)}
+    if gpus:
+        environment["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return environment
 
 
 def plan(stack: Stack, facts: HostFacts) -> list[ProgramSpec]:

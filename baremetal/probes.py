@@ -21,6 +21,7 @@ class ProbeResult:
     latency_s: float
     detail: str                 # why it failed, or a short success note
     status_code: int | None = None
+    body: Any = None            # the answer (parsed JSON, or text), e.g. a FastChat worker's queue length
 
 
 def _request(client: Any, method: str, url: str, timeout_s: float, **kwargs: Any) -> tuple[int, Any]:
@@ -83,9 +84,9 @@ def probe(spec: Probe, client: Any, timeout_s: float = 2.0, deep: bool = False,
         return ProbeResult(False, time.monotonic() - started, _describe(error))
     latency = time.monotonic() - started
     if 200 <= status < 300:
-        return ProbeResult(True, latency, f"{what} {status}", status)
+        return ProbeResult(True, latency, f"{what} {status}", status, body)
     text = body if isinstance(body, str) else str(body)
-    return ProbeResult(False, latency, f"{what} answered {status}: {text[:200]}", status)
+    return ProbeResult(False, latency, f"{what} answered {status}: {text[:200]}", status, body)
 
 
 def _describe(error: Exception) -> str:

@@ -31,8 +31,11 @@ class Changes:
         return {Path(p).stem for p in self.created + self.updated + self.removed if p.startswith("conf.d/")}
 
 
-def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `content` in one step: a reader sees the old file or the new, never half."""
+def atomic_write(path: Path, content: str | bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace `path` with `content` in one step: a reader sees the old file or the new, never half.
+
+    `durable=False` skips the fsync, for files rewritten every second (the watchdog's state) where
+    losing the last version in a power cut does not matter but a disk stall on every write would."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -40,7 +43,8 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:

@@ -77,8 +77,6 @@ def demo_stack_document(models_dir: Path, env_path: Path, ports: list[int]) -> d
     for model, port in zip(document["model"], ports[1:], strict=False):
         model["port"] = port
     document["watchdog"]["metrics_port"] = ports[-1]
-    # The watchdog program (`baremetal watchdog`) is being finished on another branch: off until merged.
-    document["watchdog"]["enabled"] = False
     return document
 
 

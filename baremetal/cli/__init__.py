@@ -47,9 +47,10 @@ def cli(context: click.Context, config: str | None) -> None:
 
 def _register() -> None:
     from baremetal.cli import (demo_commands, gateway_commands, host_commands, install_commands, run_commands,
-                               stack_commands)
+                               stack_commands, watchdog_commands)
 
-    for module in (stack_commands, run_commands, install_commands, host_commands, demo_commands, gateway_commands):
+    for module in (stack_commands, run_commands, install_commands, host_commands, demo_commands, gateway_commands,
+                   watchdog_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

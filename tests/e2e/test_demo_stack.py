@@ -52,7 +52,7 @@ def test_quickstart_shows_its_steps_and_the_commands(demo_stack):
     for step in ("[1/4] baremetal in", "[2/4] runtime env", "[3/4] demo models", "[4/4] start"):
         assert step in output
     assert "[default] up to date" in output         # the env `baremetal install` built for the tests
-    programs = len(demo_stack.stack.models) + 1     # three vLLM servers and the gateway
+    programs = len(demo_stack.stack.models) + 2     # three vLLM servers, the gateway and the watchdog
     assert f"all {programs} program(s) running and ready" in output
     found = demo_stack.examples()
     for command in (found.chat, found.rerank, found.python, found.stop):
@@ -91,9 +91,13 @@ def test_second_quickstart_rebuilds_nothing_and_restarts_nothing(demo_stack):
 def test_status_says_every_program_is_running_and_ready(demo_stack):
     result = demo_stack.baremetal("status", "--json", timeout_s=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    text = result.stdout
-    for program in ("vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api"):
-        assert program in text
+    status = json.loads(result.stdout)
+    rows = {row["name"]: row for row in status["programs"]}
+    assert set(rows) == {"vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api", "watchdog"}
+    assert all(row["state"] == "RUNNING" and row["ready"] for row in rows.values()), rows
+    assert status["healthy"] and status["watchdog"]["fresh"]
+    for name in ("vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api"):     # watched, and never restarted
+        assert rows[name]["watchdog"]["phase"] == "ready" and rows[name]["watchdog"]["restarts"] == 0, rows[name]
 
 
 # -- the openai SDK through the gateway --------------------------------------------------------------------

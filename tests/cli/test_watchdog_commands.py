@@ -1,0 +1,62 @@
+"""events and gpus through the CLI, as an operator runs them (the watchdog loop itself: test_watchdog_real)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from baremetal.cli import cli
+from baremetal.config import load_stack
+from baremetal.events import Event, EventLog, events_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_gpus_without_a_driver_says_so_and_exits_1():
+    result = run("gpus")
+    assert result.exit_code == 1
+    assert "No GPUs to show: NVML not available: no NVIDIA driver on this host" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_gpus_json_without_a_driver():
+    result = subprocess.run([sys.executable, "-m", "baremetal", "gpus", "--json"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr == ""
+    document = json.loads(result.stdout)
+    assert document["gpus"] == [] and document["nvml"].startswith("NVML not available")
+
+
+def test_events_shows_the_newest_first_filtered_and_as_json(write_stack):
+    stack_file = write_stack('[stack]\nname = "ev"\nroot = "state"\n[api]\nkind = "none"\n')
+    root = load_stack(stack_file).root
+    empty = run("events", "-c", str(stack_file))
+    assert empty.exit_code == 0 and "No watchdog events yet" in empty.output
+    log = EventLog(events_path(root))
+    for number in range(5):
+        log.write(Event(1_800_000_000.0 + number, "ready", f"ready after {number}s", "web"))
+    log.write(Event(1_800_000_010.0, "restart", "3 probes failed in a row", "vllm-chat", {"log_tail": {}}))
+    result = run("events", "-c", str(stack_file), "-n", "2")
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "ready after 4s" in lines[0] and "vllm-chat" in lines[1] and "restart" in lines[1]
+    only_web = run("events", "-c", str(stack_file), "-p", "web", "-n", "50").output.strip().splitlines()
+    assert len(only_web) == 5 and all("web" in line for line in only_web)
+    as_json = [json.loads(line) for line in run("events", "-c", str(stack_file), "--json", "-n", "1").output.splitlines()]
+    assert as_json[0]["kind"] == "restart" and as_json[0]["log_tail"] == {}
+
+
+def test_gpu_table_row_shows_readings_and_dashes_for_what_nvml_did_not_say():
+    from baremetal.cli.watchdog_commands import _gpu_row
+    from baremetal.gpu import GpuProcess, GpuSample
+
+    full = GpuSample(index=0, time_s=0, name="NVIDIA H100 80GB HBM3", temperature_c=45, memory_used_bytes=3 << 30,
+                     memory_total_bytes=80 << 30, utilization_gpu_percent=97, power_w=312.4, power_limit_w=700.0,
+                     ecc_uncorrected_volatile=0, throttle_reasons=("gpu_idle", "hw_thermal"),
+                     processes=(GpuProcess(4242, 2 << 30),))
+    assert _gpu_row(full, {4242: "vllm-chat"}) == ["0", "NVIDIA H100 80GB HBM3", "45 C", "3.0/80.0 GiB", "97%",
+                                                   "312/700 W", "0", "hw_thermal", "4242(vllm-chat) 2.0G"]
+    assert _gpu_row(GpuSample(index=1, time_s=0), {}) == ["1", "-", "-", "-/-", "-", "-/-", "-", "-", "-"]
