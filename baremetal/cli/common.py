@@ -57,10 +57,12 @@ def json_option(function: Callable) -> Callable:
 
 
 def load(config_path: Path):
-    """The validated stack, with its warnings printed to stderr."""
+    """The validated stack (in a cluster: for this machine's node, see --node), warnings printed to stderr."""
     from baremetal.config import load_stack
 
-    stack = load_stack(config_path)
+    context = click.get_current_context(silent=True)
+    node = ((context.find_root().obj or {}).get("node") if context else None)
+    stack = load_stack(config_path, node=node)
     for warning in stack.warnings:
         click.echo(f"Warning: {warning.format(stack.source)}", err=True)
     return stack
