@@ -42,3 +42,11 @@ def key_matches(offered: str, keys: list[str]) -> bool:
     for key in keys:
         matched |= hmac.compare_digest(offered.encode(), key.encode())
     return matched
+
+
+def probe_key(api) -> str | None:
+    """A key for baremetal's own probes of the API server (`up`, `status`) when the stack sets keys."""
+    if api.kind == "none" or not api.api_keys:
+        return None
+    keys = resolve_keys(api.api_keys)
+    return keys[0] if keys else None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3     # LSB init-script convention: the service is not running
 
 
 class BaremetalError(Exception):
@@ -49,6 +50,12 @@ class ConfigError(BaremetalError):
 
 class SupervisorError(BaremetalError):
     """supervisord could not do what was asked (fault, not running, socket unreachable)."""
+
+
+class NotRunningError(SupervisorError):
+    """supervisord for this stack does not answer: nothing to talk to (exit 3, as init scripts do)."""
+
+    exit_code = EXIT_NOT_RUNNING
 
 
 class EnvironmentBuildError(BaremetalError):

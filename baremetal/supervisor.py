@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baremetal.errors import SupervisorError, UsageError
+from baremetal.errors import NotRunningError, SupervisorError, UsageError
 from baremetal.states import ProcessState, SupervisorState
 
 # supervisor.xmlrpc.Faults
@@ -106,7 +106,7 @@ class SupervisorClient:
         except xmlrpc.client.Fault as fault:
             raise self._fault_error(fault, program) from None
         except (FileNotFoundError, ConnectionRefusedError):
-            raise SupervisorError(f"supervisord is not running (no one answers on {self.socket_path}); "
+            raise NotRunningError(f"supervisord is not running (no one answers on {self.socket_path}); "
                                   "start the stack with `baremetal up`") from None
         except socket.timeout:
             raise SupervisorError(f"supervisord did not answer on {self.socket_path} in time; it may be "

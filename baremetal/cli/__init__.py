@@ -29,7 +29,7 @@ Typical day:
   baremetal logs vllm-chat -f          follow one program's log
   baremetal down                       stop everything
 
-Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file.
+Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file, 3 supervisord not running.
 """
 
 
@@ -49,9 +49,9 @@ def cli(context: click.Context, config: str | None, node: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import stack_commands
+    from baremetal.cli import run_commands, stack_commands
 
-    for module in (stack_commands,):
+    for module in (stack_commands, run_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,323 @@
+"""up, down, start, stop, restart, status, logs, ctl: run the stack under its supervisord.
+
+Exit status: 0 success; 1 failure (a program failed or is not ready; for `status`: something is not
+running and ready); 2 bad usage (unknown program, bad stack file); 3 supervisord is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from baremetal.cli.common import config_option, json_option, load, print_json
+
+TIMEOUT_HELP = "How long to wait for readiness, e.g. 90s, 20m (default: the stack's watchdog.load_timeout)."
+
+
+def _timeout_s(text: str | None, stack) -> float:
+    if text is None:
+        return stack.watchdog.load_timeout_s
+    from baremetal.config.types import FieldError, duration_s
+
+    try:
+        return duration_s(text)
+    except FieldError as error:
+        raise click.BadParameter(str(error), param_hint="--timeout") from None
+
+
+def _progress():
+    from baremetal.readiness import Progress
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+
+    return Progress(write, is_tty=sys.stdout.isatty())
+
+
+def _client(stack, timeout_s: float = 10.0):
+    from baremetal.supervisor import SupervisorClient
+
+    return SupervisorClient(stack.socket_path, timeout_s=timeout_s)
+
+
+def _targets(stack, client, names: tuple[str, ...]) -> tuple[list[str], dict]:
+    """(program names, spec by name) for what the operator typed; supervisord must be running."""
+    from baremetal.generate import known_specs
+    from baremetal.lifecycle import require_running, resolve_programs
+
+    require_running(client, stack)
+    specs = known_specs(stack)
+    programs = [spec.name for spec in specs]
+    programs += sorted(info.name for info in client.processes() if info.name not in programs)
+    models: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.model:
+            models.setdefault(spec.model, []).append(spec.name)
+    return resolve_programs(names, programs, models), {spec.name: spec for spec in specs}
+
+
+@click.command()
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until every program runs and answers its readiness probe.")
+@click.option("--timeout", metavar="DURATION", default=None, help=TIMEOUT_HELP)
+@config_option
+def up(wait: bool, timeout: str | None, config_path: Path) -> None:
+    """Render the stack, start its supervisord if needed, apply changes, wait until everything serves.
+
+    Only programs whose files changed restart; added ones start, removed ones stop, ones that were
+    stopped or gave up start again. Running it again with nothing changed restarts nothing. Readiness
+    means RUNNING in supervisord and a real request answered: a 1-token completion (or an embedding,
+    a rerank) for vLLM, the worker status for FastChat, /v1/models for the API, the `health` URL of a
+    [[program]]. On failure it names the program, its state and the last lines of its logs, and exits 1.
+    """
+    from baremetal.lifecycle import up as bring_up
+
+    stack = load(config_path)
+    timeout_s = _timeout_s(timeout, stack)
+    bring_up(stack, say=click.echo, progress=_progress(), wait=wait, timeout_s=timeout_s)
+
+
+@click.command()
+@click.argument("programs", nargs=-1)
+@config_option
+def down(programs: tuple[str, ...], config_path: Path) -> None:
+    """Stop programs, or with none: every program and supervisord itself.
+
+    supervisord stops programs in reverse start order (the API before the workers), each with its whole
+    process group (vLLM's engine core and tensor-parallel ranks). Afterwards baremetal checks by pid that
+    no process of the stack is left, and ends any that outlived its program. PROGRAM may be a program
+    name or a model's served name.
+    """
+    from baremetal import daemon
+    from baremetal.lifecycle import shutdown
+
+    stack = load(config_path)
+    client = _client(stack)
+    if programs:
+        _stop(stack, client, programs)
+        return
+    from baremetal.generate import known_specs
+
+    with daemon.stack_lock(stack, click.echo):
+        shutdown(stack, client, known_specs(stack), click.echo)
+    click.echo(f"stack {stack.stack.name!r} is down")
+
+
+def _stop(stack, client, names: tuple[str, ...]) -> None:
+    targets, _specs = _targets(stack, client, names)
+    for name in reversed(targets):
+        client.stop(name)
+        click.echo(f"stopped {name}")
+
+
+def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | None, restart: bool) -> None:
+    from baremetal.lifecycle import wait_ready
+    from baremetal.plan import ProgramSpec
+
+    targets, specs = _targets(stack, client, names)
+    timeout_s = _timeout_s(timeout, stack)
+    if restart:
+        for name in reversed(targets):
+            client.stop(name)
+            click.echo(f"stopped {name}")
+    for name in targets:
+        client.start(name, wait=False)
+        click.echo(f"starting {name}")
+    if wait:
+        from baremetal.apikeys import probe_key
+        from baremetal.httplite import LiteClient
+
+        waited = [specs.get(name) or ProgramSpec(name=name, role="program", argv=(), environment={}, priority=0)
+                  for name in targets]
+        result = wait_ready(stack, client, waited, timeout_s, _progress(), LiteClient(),
+                            probe_key(stack.api) if any(s.probe and s.probe.kind == "openai" for s in waited) else None)
+        click.echo(f"{len(targets)} program(s) running and ready ({result.elapsed_s:.1f}s)")
+
+
+def _program_options(function):
+    function = click.option("--timeout", metavar="DURATION", default=None, help=TIMEOUT_HELP)(function)
+    function = click.option("--wait/--no-wait", default=True, show_default=True,
+                            help="Wait until the programs run and answer their readiness probe.")(function)
+    return click.argument("programs", nargs=-1, required=True)(function)
+
+
+@click.command()
+@_program_options
+@config_option
+def start(programs: tuple[str, ...], wait: bool, timeout: str | None, config_path: Path) -> None:
+    """Start programs (by program name, or a model's served name, e.g. gpt-4 for vllm-gpt-4).
+
+    Waits until they run and answer their readiness probe, unless --no-wait. Exits 2 for an unknown
+    name (listing the programs), 3 when supervisord is not running (`baremetal up` starts it).
+    """
+    stack = load(config_path)
+    _start(stack, _client(stack), programs, wait, timeout, restart=False)
+
+
+@click.command()
+@click.argument("programs", nargs=-1, required=True)
+@config_option
+def stop(programs: tuple[str, ...], config_path: Path) -> None:
+    """Stop programs (by program name, or a model's served name) with their whole process group.
+
+    They stay stopped until `baremetal start` or `baremetal up`. Exits 2 for an unknown name, 3 when
+    supervisord is not running.
+    """
+    stack = load(config_path)
+    _stop(stack, _client(stack), programs)
+
+
+@click.command()
+@_program_options
+@config_option
+def restart(programs: tuple[str, ...], wait: bool, timeout: str | None, config_path: Path) -> None:
+    """Stop and start programs (by program name, or a model's served name), then wait until they serve.
+
+    Exits 2 for an unknown name (listing the programs), 3 when supervisord is not running, 1 when a
+    program fails to come back (with its state and the last lines of its logs).
+    """
+    stack = load(config_path)
+    _start(stack, _client(stack), programs, wait, timeout, restart=True)
+
+
+@click.command()
+@click.option("--probe-timeout", metavar="DURATION", default="500ms", show_default=True,
+              help="How long each readiness probe may take.")
+@json_option
+@config_option
+def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
+    """One line per program: state, pid, uptime, readiness, restarts, GPUs, port.
+
+    READY comes from a quick probe of each running program (all at once, short timeout); RESTARTS counts
+    spawns since supervisord started (from its log); the watchdog's view is shown while its report
+    is fresh. Exit status: 0 every program running and ready, 1 some are not, 3 supervisord is not
+    running.
+    """
+    import time
+
+    from baremetal.cli.status_view import format_table, to_json
+    from baremetal.config.types import FieldError, duration_s
+    from baremetal.errors import BaremetalError, NotRunningError
+    from baremetal.generate import known_specs
+    from baremetal.httplite import LiteClient
+    from baremetal.apikeys import probe_key
+    from baremetal.status import collect
+
+    try:
+        probe_timeout_s = duration_s(probe_timeout)
+    except FieldError as error:
+        raise click.BadParameter(str(error), param_hint="--probe-timeout") from None
+    stack = load(config_path)
+    client = _client(stack, timeout_s=5.0)
+    try:
+        api_key = probe_key(stack.api)
+    except BaremetalError:
+        api_key = None      # the probe then reports 401, which says what is wrong
+    try:
+        result = collect(stack, known_specs(stack), client, LiteClient(), time.time(), probe_timeout_s, api_key)
+    except NotRunningError:
+        from baremetal.daemon import check
+
+        state = check(stack, client)
+        if as_json:
+            print_json({"stack": stack.stack.name, "supervisord": {"running": False, "state": state.state.value,
+                                                                     "pid": state.pid}, "programs": []})
+            click.get_current_context().exit(3)
+        raise NotRunningError(state.describe(stack)) from None
+    if as_json:
+        print_json(to_json(result))
+    else:
+        click.echo(format_table(result))
+    if not result.healthy:
+        click.get_current_context().exit(1)
+
+
+@click.command()
+@click.argument("program")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what is appended, across log rotation.")
+@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many of the last lines to print first.")
+@click.option("--stderr", is_flag=True, help="The program's stderr log (<program>.err.log), where most "
+              "Python servers, vLLM included, write their logging.")
+@config_option
+def logs(program: str, follow: bool, count: int, stderr: bool, config_path: Path) -> None:
+    """Print the end of a program's log file, and with -f follow it (like tail -F).
+
+    Reads <root>/logs/<program>.log (or .err.log with --stderr) directly, so it works whether or not
+    supervisord runs. PROGRAM may be a program, a model's served name, or `supervisord` for its own log.
+    """
+    from baremetal.logtail import follow as follow_file
+    from baremetal.logtail import last_lines
+
+    stack = load(config_path)
+    path = _log_path(stack, program, stderr)
+    out = sys.stdout.buffer
+    if not path.exists() and not follow:
+        click.echo(f"{path} does not exist yet (the program has not started since its logs were cleared)", err=True)
+        return
+    for line in last_lines(path, count):
+        out.write(line + b"\n")
+    out.flush()
+    if not stderr and path.exists() and path.stat().st_size == 0 and count:
+        click.echo(f"({path.name} is empty; the program may log to stderr: add --stderr)", err=True)
+    if follow:
+        import threading
+
+        def write(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+
+        try:
+            follow_file(path, write, threading.Event())
+        except KeyboardInterrupt:
+            return
+
+
+def _log_path(stack, program: str, stderr: bool) -> Path:
+    from baremetal.generate import known_specs
+    from baremetal.lifecycle import resolve_programs
+
+    if program == "supervisord":
+        return stack.logs_dir / "supervisord.log"
+    suffix = ".err.log" if stderr else ".log"
+    if (stack.logs_dir / f"{program}{suffix}").exists():
+        return stack.logs_dir / f"{program}{suffix}"      # also programs removed from the stack since
+    specs = known_specs(stack)
+    models: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.model:
+            models.setdefault(spec.model, []).append(spec.name)
+    from baremetal.errors import UsageError
+
+    names = resolve_programs([program], [spec.name for spec in specs] + ["supervisord"], models)
+    if len(names) > 1:
+        raise UsageError(f"model {program!r} is served by {', '.join(names)}: name one of these programs")
+    return stack.logs_dir / f"{names[0]}{suffix}"
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@config_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctl(args: tuple[str, ...], config_path: Path) -> None:
+    """Run supervisorctl against this stack: `baremetal ctl status` is `supervisorctl -c <conf> status`.
+
+    Everything after `ctl` goes to supervisorctl untouched (e.g. `baremetal ctl tail -f api stderr`);
+    with no arguments it opens supervisorctl's shell. Its exit status is supervisorctl's.
+    """
+    from baremetal.errors import UsageError
+
+    stack = load(config_path)
+    conf = stack.supervisord_conf
+    if not conf.exists():
+        raise UsageError(f"{conf} does not exist yet: run `baremetal up` (or `baremetal render`) first")
+    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
+    execute = (click.get_current_context().find_root().obj or {}).get("exec") or os.execv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    execute(sys.executable, argv)
+
+
+COMMANDS = [up, down, start, stop, restart, status, logs, ctl]

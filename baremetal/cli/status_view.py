@@ -1,0 +1,104 @@
+"""How `status` looks: the table for a person and the JSON for a program. Pure formatting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from baremetal.cli.common import table
+from baremetal.states import ProcessState
+from baremetal.status import ProgramStatus, StackStatus
+
+
+def duration_text(seconds: float | None) -> str:
+    """"45s", "12m3s", "5h2m", "3d4h": two units at most, for a table cell."""
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _ready_cell(row: ProgramStatus) -> str:
+    if row.ready is None:
+        return "-"
+    return "yes" if row.ready else "NO"
+
+
+def _restarts_cell(row: ProgramStatus) -> str:
+    text = "?" if row.restarts is None else str(row.restarts)
+    if row.watchdog and row.watchdog.restarts:
+        text += f" (watchdog {row.watchdog.restarts})"
+    return text
+
+
+def _gpus_cell(gpus: tuple[int, ...] | None) -> str:
+    if gpus is None:
+        return "-"
+    return ",".join(map(str, gpus)) or "cpu"
+
+
+def format_table(status: StackStatus) -> str:
+    """The human view: a header line, one row per program, then why each bad program is bad."""
+    ready = sum(1 for row in status.programs if row.good)
+    head = (f"stack {status.stack!r}: supervisord pid {status.supervisord_pid}, "
+            f"{ready}/{len(status.programs)} program(s) running and ready")
+    if status.watchdog_age_s is not None:
+        head += (f"; watchdog updated {duration_text(status.watchdog_age_s)} ago" if status.watchdog_fresh
+                 else f"; watchdog report is stale ({duration_text(status.watchdog_age_s)} old): is it running?")
+    headers = ["PROGRAM", "STATE", "PID", "UPTIME", "READY", "RESTARTS", "GPUS", "PORT"]
+    with_phase = any(row.watchdog for row in status.programs)
+    if with_phase:
+        headers.append("WATCHDOG")
+    rows = []
+    for row in status.programs:
+        cells = [row.name, row.state, str(row.pid or "-"), duration_text(row.uptime_s), _ready_cell(row),
+                 _restarts_cell(row), _gpus_cell(row.gpus), str(row.port or "-")]
+        if with_phase:
+            cells.append(row.watchdog.phase if row.watchdog else "-")
+        rows.append(cells)
+    notes = [f"{row.name}: {_why(row)}" for row in status.programs if not row.good]
+    return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []))
+
+
+def _why(row: ProgramStatus) -> str:
+    if row.state == "NOT LOADED":
+        return row.ready_detail
+    parts = []
+    if row.state == ProcessState.STOPPED.name:
+        parts.append(f"stopped ({row.description}); `baremetal start {row.name}` or `baremetal up` starts it")
+    elif row.state == ProcessState.STARTING.name:
+        parts.append("starting")
+    elif row.state != ProcessState.RUNNING.name:
+        parts.append(f"{row.description or row.state}; `baremetal logs {row.name} --stderr` shows why")
+    elif row.ready is False:
+        parts.append(f"probe: {row.ready_detail}")
+    if row.watchdog and row.watchdog.reason:
+        parts.append(f"watchdog: {row.watchdog.phase}: {row.watchdog.reason}")
+    return "; ".join(parts)
+
+
+def to_json(status: StackStatus) -> dict[str, Any]:
+    """The machine view (for `status --json`)."""
+    return {
+        "stack": status.stack,
+        "supervisord": {"running": True, "pid": status.supervisord_pid},
+        "healthy": status.healthy,
+        "watchdog": {"age_s": status.watchdog_age_s, "fresh": status.watchdog_fresh},
+        "programs": [{
+            "name": row.name, "state": row.state, "pid": row.pid, "uptime_s": row.uptime_s,
+            "ready": row.ready, "ready_detail": row.ready_detail, "restarts": row.restarts,
+            "gpus": list(row.gpus) if row.gpus is not None else None, "port": row.port,
+            "description": row.description,
+            "watchdog": None if row.watchdog is None else {
+                "phase": row.watchdog.phase, "healthy": row.watchdog.healthy, "reason": row.watchdog.reason,
+                "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s},
+        } for row in status.programs],
+    }

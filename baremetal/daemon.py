@@ -1,0 +1,216 @@
+"""This stack's supervisord as a process: start it, find what a killed one left behind, stop it, and make
+sure no program process outlives it.
+
+Each stack has its own socket and pidfile under <root>/run/, so two stacks on one host never meet.
+Programs are recognised by the SUPERVISOR_SERVER_URL variable that supervisord puts in every child's
+environment (and that grandchildren such as vLLM's engine core inherit): it names this stack's socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+
+from baremetal.config.model import Stack
+from baremetal.errors import SupervisorError
+from baremetal.supervisor import SupervisorClient
+
+START_TIMEOUT_S = 20.0
+
+
+class DaemonState(Enum):
+    RUNNING = "running"            # answers on the socket
+    NOT_RUNNING = "not running"    # no socket, no pidfile: clean
+    STALE = "stale"                # socket or pidfile left by a supervisord that is gone (killed)
+    UNRESPONSIVE = "unresponsive"  # its process lives but does not answer (starting, stopping or wedged)
+
+
+@dataclass(frozen=True)
+class DaemonCheck:
+    state: DaemonState
+    pid: int | None                # from the pidfile, when there is one
+
+    def describe(self, stack: Stack) -> str:
+        """One sentence for the operator."""
+        if self.state == DaemonState.RUNNING:
+            return f"supervisord for stack {stack.stack.name!r} is running (pid {self.pid})"
+        if self.state == DaemonState.STALE:
+            return (f"supervisord for stack {stack.stack.name!r} is not running: it was stopped abnormally "
+                    f"(pidfile names pid {self.pid}, which is gone) and its programs may still run and hold their "
+                    "ports; `baremetal up` ends them, cleans up and starts it (`baremetal down` only cleans up)")
+        if self.state == DaemonState.UNRESPONSIVE:
+            return (f"supervisord for stack {stack.stack.name!r} (pid {self.pid}) is alive but does not answer on "
+                    f"{stack.socket_path}; see {stack.logs_dir / 'supervisord.log'}")
+        return (f"supervisord for stack {stack.stack.name!r} is not running (nothing answers on {stack.socket_path}); "
+                "start the stack with `baremetal up`")
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The pid in a pidfile, or None when there is none or it holds no number."""
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_alive(pid: int | None) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _is_our_supervisord(pid: int, conf: Path) -> bool:
+    try:
+        command = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return any("supervisord" in part for part in command) and str(conf) in command
+
+
+def check(stack: Stack, client: SupervisorClient) -> DaemonCheck:
+    """Where this stack's supervisord stands, telling a clean stop from a killed or wedged daemon."""
+    pid = read_pid(stack.pidfile)
+    if client.is_running():
+        try:
+            pid = client.pid()
+        except SupervisorError:
+            pass
+        return DaemonCheck(DaemonState.RUNNING, pid)
+    if pid and is_alive(pid) and _is_our_supervisord(pid, stack.supervisord_conf):
+        return DaemonCheck(DaemonState.UNRESPONSIVE, pid)
+    if stack.pidfile.exists() or stack.socket_path.exists():
+        return DaemonCheck(DaemonState.STALE, pid)
+    return DaemonCheck(DaemonState.NOT_RUNNING, None)
+
+
+def stack_processes(socket_path: Path) -> list[psutil.Process]:
+    """Every live process that some supervisord of this stack started, with its descendants that kept the
+    environment. Reads /proc/*/environ of the user's processes (~20 ms): for up/down, not for status."""
+    marker = f"unix://{socket_path}"
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get("SUPERVISOR_SERVER_URL") == marker \
+                    and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def terminate(processes: list[psutil.Process], grace_s: float = 5.0) -> list[str]:
+    """SIGTERM, then SIGKILL after `grace_s`; returns "pid (command)" of each process that had to be ended."""
+    ended = []
+    for process in processes:
+        try:
+            ended.append(f"{process.pid} ({' '.join(process.cmdline())[:120]})")
+            process.send_signal(signal.SIGTERM)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    _gone, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    return ended
+
+
+def clean_stale(stack: Stack, say: Callable[[str], None]) -> None:
+    """After a supervisord died without cleaning up: end its orphaned programs (they would hold ports and
+    GPU memory), then remove its socket and pidfile."""
+    orphans = stack_processes(stack.socket_path)
+    if orphans:
+        ended = terminate(orphans)
+        say(f"stopped {len(ended)} orphaned program process(es) left by the dead supervisord: {', '.join(ended)}")
+    for path in (stack.socket_path, stack.pidfile):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def start(stack: Stack, client: SupervisorClient, timeout_s: float = START_TIMEOUT_S) -> int:
+    """Start supervisord on the stack's config and wait until it answers; returns its pid."""
+    argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)]
+    try:
+        # supervisord forks and the parent exits; the daemon closes stdout/stderr, so this returns at once.
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SupervisorError(f"supervisord did not start within {timeout_s:.0f}s; "
+                              f"see {stack.logs_dir / 'supervisord.log'}") from None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.is_running():
+            return client.pid()
+        if result.returncode != 0:
+            break
+        time.sleep(0.05)
+    output = (result.stderr + result.stdout).strip() or "(no output)"
+    raise SupervisorError(f"could not start supervisord with {stack.supervisord_conf} "
+                          f"(exit status {result.returncode}): {output[-1500:]}")
+
+
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait for `pid` to exit; True if it did within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def descendants(pid: int | None) -> list[psutil.Process]:
+    """The live descendants of `pid` (empty when it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True) if pid else []
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `processes` that still run (the same process: psutil checks its start time)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return alive
+
+
+def signal_pid(pid: int, signal_number: int) -> None:
+    """Send a signal to a pid that may already be gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal_number)
+
+
+@contextlib.contextmanager
+def stack_lock(stack: Stack, say: Callable[[str], None]) -> Iterator[None]:
+    """Serialise up/down/start/stop on one stack (two operators, or a boot unit and a person)."""
+    run = stack.root / "run"
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(run / "baremetal.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another baremetal command on this stack to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
