@@ -49,9 +49,9 @@ def cli(context: click.Context, config: str | None, node: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import run_commands, stack_commands
+    from baremetal.cli import cluster_commands, run_commands, stack_commands
 
-    for module in (stack_commands, run_commands):
+    for module in (stack_commands, run_commands, cluster_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -109,9 +109,9 @@ def read_cluster(raw: Any, problems: Problems, base: Path, stack_root: Path, cho
     nodes = tuple(_read_node(i, item, problems, stack_root, resolve)
                   for i, item in enumerate(table.take("node", _array_of_tables, [])))
     table.finish()
-    if lost_after_s < 2:
-        problems.add("cluster.lost_after", "must be at least 2s: Ray checks each node once a second and a busy "
-                     "node may miss one answer")
+    if lost_after_s < 4:
+        problems.add("cluster.lost_after", "must be at least 4s: Ray checks a node every 2s at most, and one "
+                     "slow answer from a busy node must not make it lost")
     if execute_timeout_s < 1:
         problems.add("cluster.execute_model_timeout", "must be at least 1s")
     if object_store < 78 * 2**20:

@@ -36,8 +36,9 @@ def check_cluster(stack: Stack, problems: Problems) -> None:
         if len(str(socket).encode()) > UNIX_SOCKET_PATH_MAX:
             problems.add(f"cluster.node[{index}].root", f"the supervisord socket {socket} would pass the "
                          f"{UNIX_SOCKET_PATH_MAX}-byte limit of unix socket paths; choose a shorter root")
-        if node.name != cluster.local and len(str(node.root / "ray").encode()) + RAY_SOCKET_SUFFIX_BYTES > \
-                UNIX_SOCKET_PATH_MAX and cluster.temp_dir == cluster.local_node.root / "ray":
+        # The local node's temp dir is checked where it is read; other nodes derive theirs from their root.
+        if node.root != cluster.local_node.root and cluster.temp_dir == cluster.local_node.root / "ray" and \
+                len(str(node.root / "ray").encode()) + RAY_SOCKET_SUFFIX_BYTES > UNIX_SOCKET_PATH_MAX:
             problems.add(f"cluster.node[{index}].root", f"Ray's sockets under {node.root / 'ray'} would pass the "
                          f"{UNIX_SOCKET_PATH_MAX}-byte limit of unix socket paths; set [cluster] temp_dir to a "
                          "short path")

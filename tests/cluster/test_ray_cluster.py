@@ -1,0 +1,121 @@
+"""A real two-node Ray cluster from one stack file: each host runs `baremetal up` under its own supervisord;
+the cluster forms with token authentication; a node without the token is refused; a worker node that is
+killed, frozen or unplugged is seen lost from the head in seconds and rejoins by itself when it can.
+
+Times measured here are printed (pytest -s shows them) and bounded generously: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.cluster import netns
+from tests.cluster.conftest import ClusterRun, json_of, log_of, start_cluster, stop_cluster
+
+JOIN_S = 60          # both nodes alive after `up` (measured: 4-5 s)
+LOST_S = 30          # Ray declares a silent node dead (measured: 5-7 s with lost_after = 6s)
+BACK_S = 90          # a node that can come back is alive again
+
+
+@pytest.fixture(scope="module")
+def cluster(hosts, ray_python):
+    run = start_cluster(hosts, ray_python)
+    try:
+        joined = run.wait_states({"head": "alive", "w1": "alive"}, JOIN_S)
+        print(f"\ncluster formed {joined:.1f}s after `up` on both nodes")
+        yield run
+    finally:
+        stop_cluster(run)
+
+
+def ray_status(run: ClusterRun, token_path: str | None) -> tuple[int, str]:
+    """`ray status` against the head, from w1, with the cluster's token file (or another one)."""
+    stack = run.stacks["w1"]
+    environment = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path or str(stack.cluster.token_file),
+                   "RAY_gcs_rpc_server_connect_timeout_s": "5", "PATH": os.environ["PATH"]}
+    result = run.host("w1").run([stack.envs["ray"].interpreter, "-m", "ray.scripts.scripts", "status",
+                                 "--address", stack.cluster.gcs_address], timeout_s=120, env=environment)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_cluster_forms_with_every_node(cluster):
+    # `ray status` reads the autoscaler's report, which comes a few seconds after the GCS.
+    seen = []
+
+    def listed() -> bool:
+        seen[:] = ray_status(cluster, None)
+        return seen[0] == 0 and seen[1].count("node_") == 2
+    netns.wait_for(listed, 60, 1.0, "`ray status` listing both nodes")
+    output = seen[1]
+    assert "2.0 GPU" in output or "0.0/2.0 GPU" in output, output
+    status = cluster.baremetal("head", "status", "--json")
+    nodes = {node["name"]: node for node in json_of(status)["cluster"]["nodes"]}
+    assert nodes["head"]["state"] == nodes["w1"]["state"] == "alive"
+    assert nodes["w1"]["address"] == cluster.host("w1").address and nodes["w1"]["gpus_total"] == 1
+    table = cluster.baremetal("head", "status").stdout
+    assert "2/2 node(s) alive" in table, table
+
+
+def test_without_the_token_a_node_is_refused(cluster, tmp_path):
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("0" * 64)
+    wrong.chmod(0o600)
+    code, output = ray_status(cluster, str(wrong))
+    assert code != 0 and "InvalidAuthToken" in output, output
+    stack = cluster.stacks["w1"]
+    started = time.monotonic()
+    attempt = cluster.host("w1").run(
+        [stack.envs["ray"].interpreter, "-m", "ray.scripts.scripts", "start", "--block",
+         "--address", stack.cluster.gcs_address, "--node-ip-address", cluster.host("w1").address,
+         "--temp-dir", str(tmp_path / "ray"), "--node-manager-port", "7800", "--object-manager-port", "7801",
+         "--disable-usage-stats"], timeout_s=120,
+        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong), "PATH": os.environ["PATH"]})
+    print(f"\na node with a wrong token was refused after {time.monotonic() - started:.1f}s")
+    assert attempt.returncode != 0 and "InvalidAuthToken" in attempt.stdout + attempt.stderr
+    assert len([s for s in cluster.states().values() if s.state == "alive"]) == 2
+
+
+def worker_pid(run: ClusterRun) -> int:
+    return run.supervisor("w1").process("ray-worker").pid
+
+
+def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
+    """Cause a loss of w1, time how long the head takes to see it, cure it, time how long until w1 is back."""
+    before = run.states()["w1"].node_id
+    started = time.monotonic()
+    cause()
+    lost_s = run.wait_states({"w1": "lost"}, LOST_S)
+    if cure:
+        cure()
+    cured = time.monotonic()
+    back_s = run.wait_states({"w1": "alive"}, BACK_S)
+    after = run.states()["w1"]
+    print(f"\n{what}: lost after {lost_s:.1f}s, alive again {back_s:.1f}s after the cure "
+          f"({time.monotonic() - started:.1f}s in all)")
+    assert after.node_id != before, "w1 came back as a new Ray node"
+    assert run.states()["head"].state == "alive"
+    assert cured
+
+
+def test_killed_worker_is_seen_lost_and_rejoins(cluster):
+    pid = worker_pid(cluster)
+    check_loss_and_return(cluster, "ray-worker killed (SIGKILL)", lambda: os.kill(pid, signal.SIGKILL))
+    assert worker_pid(cluster) != pid, log_of(cluster, "w1", "ray-worker")
+
+
+def test_frozen_host_is_seen_lost_and_rejoins_when_thawed(cluster):
+    host = cluster.host("w1")
+    pid = worker_pid(cluster)
+    check_loss_and_return(cluster, "host w1 frozen (SIGSTOP to every process)",
+                          lambda: host.signal_all(signal.SIGSTOP), lambda: host.signal_all(signal.SIGCONT))
+    # Thawed, its raylet learns it was declared dead and exits; supervisord starts a new one.
+    assert worker_pid(cluster) != pid
+
+
+def test_unplugged_host_is_seen_lost_and_rejoins_when_plugged(cluster):
+    host = cluster.host("w1")
+    check_loss_and_return(cluster, "host w1 unplugged (link down)", host.unplug, host.plug)
