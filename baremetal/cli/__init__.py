@@ -23,6 +23,7 @@ plain supervisord program files from it, starts and watches them, and restarts w
 Typical day:
   baremetal init --profile gpu-node    write a commented starter stack file
   baremetal validate                   check it (every error at once, with field paths)
+  baremetal doctor                     check the host: driver, GPUs, CUDA, /dev/shm, ports, models
   baremetal install                    build the runtime environments (vLLM, FastChat)
   baremetal up                         render, start supervisord, wait until every model serves
   baremetal status                     what runs, what is ready, restarts, GPUs
@@ -49,9 +50,9 @@ def cli(context: click.Context, config: str | None, node: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import cluster_commands, run_commands, stack_commands
+    from baremetal.cli import cluster_commands, host_commands, install_commands, run_commands, stack_commands
 
-    for module in (stack_commands, run_commands, cluster_commands):
+    for module in (stack_commands, run_commands, install_commands, host_commands, cluster_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from baremetal.config import checks, cluster as clusters, types as t
 from baremetal.config.fields import LineIndex, Problems, Table
-from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_KINDS, TASKS, Api, Cluster,
-                                    Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
+from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_EXTRAS, ENV_KINDS, TASKS, Api,
+                                    Cluster, Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
                                     connect_host, frozen_mapping)
 from baremetal.errors import ConfigError, Issue
 
@@ -151,7 +151,14 @@ class _Reader:
             where = table.take("path", t.nonempty_string)
             python = table.take("python", t.nonempty_string)
             packages = table.take("packages", t.string_list)
+            extras = table.take("extras", _extras, ())
+            pip_args = table.take("pip_args", t.string_list, ())
             table.finish()
+            if kind == "system":
+                for key in ("packages", "extras", "pip_args"):
+                    if table.has(key):
+                        self.problems.warn(f"{path}.{key}", 'ignored by `baremetal install`: kind "system" uses an '
+                                           "existing interpreter as it is")
             if kind == "system":
                 if where is not None:
                     self.problems.add(f"{path}.path", 'kind "system" uses an existing interpreter: set python = '
@@ -161,7 +168,8 @@ class _Reader:
             else:
                 prefix = self._path(where or f"envs/{name}", info.root)
             envs[name] = Env(name=name, kind=kind, path=prefix, python=python,
-                             packages=tuple(packages) if packages is not None else None)
+                             packages=tuple(packages) if packages is not None else None,
+                             extras=extras, pip_args=pip_args)
         wanted = [(f"model[{m.index}].env", m.env) for m in models]
         if api.kind in ("fastchat", "fastchat-tools"):
             wanted.append(("api.env", api.env))
@@ -321,6 +329,15 @@ def _name(value: Any) -> str:
     if not _NAME.match(text):
         raise t.FieldError(f"{text!r}: names use letters, digits, '.', '_' and '-', and start with a letter or digit")
     return text
+
+
+def _extras(value: Any) -> tuple[str, ...]:
+    items = t.string_list(value)
+    for item in items:
+        if item not in ENV_EXTRAS:
+            raise t.FieldError(f"unknown extra {item!r}; known extras: {', '.join(ENV_EXTRAS)} "
+                               "(anything else goes in packages)")
+    return tuple(dict.fromkeys(items))
 
 
 def _command(value: Any) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ ENGINES = ("vllm", "fastchat", "fastchat-vllm")
 FASTCHAT_ENGINES = ("fastchat", "fastchat-vllm")
 TASKS = ("chat", "embed", "rerank")
 ENV_KINDS = ("venv", "conda", "system")
+ENV_EXTRAS = ("flash-attn",)     # opt-in additions that `baremetal install` knows how to build
 API_KINDS = ("gateway", "fastchat", "fastchat-tools", "none")
 DISTRIBUTED_BACKENDS = ("mp", "ray")
 CLUSTER_ROLES = ("head", "worker")
@@ -46,6 +47,8 @@ class Env:
     python: str | None         # venv: base interpreter; conda: version; system: interpreter path
     packages: tuple[str, ...] | None
     declared: bool = True      # False when implied by a model's env = "..." default
+    extras: tuple[str, ...] = ()      # from ENV_EXTRAS, e.g. ("flash-attn",)
+    pip_args: tuple[str, ...] = ()    # added to every `pip install` of this env (index URLs, --no-index ...)
 
     @property
     def interpreter(self) -> str:
