@@ -37,6 +37,7 @@ class ClusterRun:
     folder: Path
     stack_file: Path
     stacks: dict[str, Stack] = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)        # what a fixture wants its tests to know
 
     def host(self, name: str) -> netns.Host:
         return self.network.host(name)
@@ -46,6 +47,12 @@ class ClusterRun:
         environment = {key: value for key, value in os.environ.items() if key != "BAREMETAL_NODE"}
         return self.host(host).run([sys.executable, "-m", "baremetal", "-c", str(self.stack_file), *args],
                                    timeout_s=timeout_s, env=environment)
+
+    def up(self, node: str, *args: str) -> subprocess.CompletedProcess:
+        """`baremetal up --no-wait` on `node`, as its operator would; fails the test if it fails."""
+        result = self.baremetal(node, "up", "--no-wait", *args)
+        assert result.returncode == 0, f"up on {node}: {result.stdout}\n{result.stderr}"
+        return result
 
     def supervisor(self, node: str) -> SupervisorClient:
         return SupervisorClient(self.stacks[node].socket_path)
@@ -128,8 +135,9 @@ def hosts():
     network.close()
 
 
-def start_cluster(network: netns.Network, ray_python: str, extra: str = "") -> ClusterRun:
-    """Write the stack file and token, then `baremetal up` on the head and on w1."""
+def start_cluster(network: netns.Network, ray_python: str, extra: str = "",
+                  nodes: tuple[str, ...] = ("head", "w1")) -> ClusterRun:
+    """Write the stack file and token, then `baremetal up --no-wait` on `nodes` (the others: `run.up`)."""
     folder = Path(tempfile.mkdtemp(prefix="bmc-", dir="/tmp"))
     stack_file = folder / "stack.toml"
     stack_file.write_text(cluster_toml(folder, network, ray_python, extra))
@@ -137,9 +145,8 @@ def start_cluster(network: netns.Network, ray_python: str, extra: str = "") -> C
     run.stacks = {name: load_stack(stack_file, node=name) for name in ("head", "w1")}
     made = run.baremetal("head", "cluster", "token")
     assert made.returncode == 0, made.stderr
-    for node in ("head", "w1"):
-        result = run.baremetal(node, "up", "--no-wait")
-        assert result.returncode == 0, f"up on {node}: {result.stdout}\n{result.stderr}"
+    for node in nodes:
+        run.up(node)
     return run
 
 

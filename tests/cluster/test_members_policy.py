@@ -135,3 +135,31 @@ def test_single_node_stacks_have_no_ray_programs():
     single = parse_stack('[stack]\nname = "s"\n[[model]]\nname = "m"\npath = "/m"\ngpus = [0, 1]\n'
                          'distributed_backend = "ray"\n', Path("/r/s.toml"))
     assert ray_programs(single) == []
+
+
+def test_cluster_watch_reports_changes_and_restarts_once():
+    from baremetal.cluster.watch import ClusterWatch
+
+    reports = iter([
+        membership(ray("10.0.0.1", "h"), ray("10.0.0.2", "b1"), ray("10.0.0.3", "c1")),
+        membership(ray("10.0.0.1", "h"), ray("10.0.0.2", "b1"), ray("10.0.0.3", "c1")),
+        membership(ray("10.0.0.1", "h"), ray("10.0.0.2", "b1", alive=False, end=NOW, reason="heartbeats missed"),
+                   ray("10.0.0.3", "c1")),
+        membership(ray("10.0.0.1", "h"), ray("10.0.0.2", "b1", alive=False, end=NOW, reason="heartbeats missed"),
+                   ray("10.0.0.3", "c1")),
+        None,                                                                 # the monitor went quiet
+        membership(ray("10.0.0.1", "h"), ray("10.0.0.2", "b2", start=NOW), ray("10.0.0.3", "c1")),
+    ])
+    watch = ClusterWatch(CLUSTER_STACK, read=lambda path: next(reports))
+    assert watch.path == Path("/r/run/cluster.json")
+    ticks = [watch.tick(NOW) for _ in range(6)]
+    assert ticks[0].events == ["node a (10.0.0.1) is in the Ray cluster", "node b (10.0.0.2) is in the Ray cluster",
+                               "node c (10.0.0.3) is in the Ray cluster"]
+    assert ticks[1].events == [] and ticks[1].restarts == []
+    assert ticks[2].events == ["node b (10.0.0.2) is lost: heartbeats missed"]
+    assert [r.program for r in ticks[2].restarts] == ["vllm-big", "driver"]
+    assert ticks[3].restarts == [] and ticks[3].events == []
+    assert all(line.endswith("no word from the ray-monitor program") for line in ticks[4].events)
+    assert ticks[4].restarts == []
+    assert ticks[5].events[1] == "node b (10.0.0.2) is back in the Ray cluster"
+    assert ticks[5].restarts == []                  # restarted at the loss; its launcher waited for b's return

@@ -7,6 +7,7 @@ Times measured here are printed (pytest -s shows them) and bounded generously: t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -14,19 +15,42 @@ import time
 import pytest
 
 from tests.cluster import netns
-from tests.cluster.conftest import ClusterRun, json_of, log_of, start_cluster, stop_cluster
+from tests.cluster.conftest import RAY_DRIVER, ClusterRun, json_of, log_of, start_cluster, stop_cluster
 
 JOIN_S = 60          # both nodes alive after `up` (measured: 4-5 s)
 LOST_S = 30          # Ray declares a silent node dead (measured: 5-7 s with lost_after = 6s)
 BACK_S = 90          # a node that can come back is alive again
 
 
+DRIVER_PORT = 8600
+DRIVER = f'''
+    [[program]]
+    name = "ray-driver"
+    command = ["{{python}}", "{RAY_DRIVER}", "--port", "{DRIVER_PORT}", "--gpus", "2"]
+    health = "http://127.0.0.1:{DRIVER_PORT}/health"
+    startsecs = 1
+    ray_gpus = 2
+'''
+DRIVER_URL = f"http://127.0.0.1:{DRIVER_PORT}/health"
+
+
 @pytest.fixture(scope="module")
 def cluster(hosts, ray_python):
-    run = start_cluster(hosts, ray_python)
+    """Head up first (its Ray driver then waits for the second GPU), then w1; stale segments are planted
+    in the head's /dev/shm before, for the driver's launcher to clean."""
+    run = start_cluster(hosts, ray_python, DRIVER.replace("{python}", ray_python), nodes=())
     try:
+        shm = hosts.host("head").shm()
+        stale, fresh = shm / "psm_deadbeef", shm / "psm_justmade"
+        for path in (stale, fresh):
+            path.write_bytes(b"\0" * 4096)
+        os.utime(stale, (time.time() - 3600,) * 2)
+        run.up("head")
+        started = time.monotonic()
+        run.up("w1")
         joined = run.wait_states({"head": "alive", "w1": "alive"}, JOIN_S)
-        print(f"\ncluster formed {joined:.1f}s after `up` on both nodes")
+        print(f"\ncluster formed {joined:.1f}s after `up` on w1")
+        run.notes.update(segments=(stale, fresh), w1_up_at=started)
         yield run
     finally:
         stop_cluster(run)
@@ -58,6 +82,19 @@ def test_cluster_forms_with_every_node(cluster):
     assert nodes["w1"]["address"] == cluster.host("w1").address and nodes["w1"]["gpus_total"] == 1
     table = cluster.baremetal("head", "status").stdout
     assert "2/2 node(s) alive" in table, table
+
+
+def test_a_program_on_ray_waits_for_the_gpus_then_spans_the_nodes(cluster):
+    """The launcher held the driver until w1 brought the second GPU, after cleaning the stale segment."""
+    code, body = netns.wait_for(lambda: (lambda answer: answer if answer[0] == 200 else None)(
+        cluster.get("head", DRIVER_URL)), 120, 0.5, "the Ray driver serving")
+    print(f"\nthe Ray driver served {time.monotonic() - cluster.notes['w1_up_at']:.1f}s after `up` on w1")
+    assert sorted(json.loads(body)["nodes"]) == sorted([cluster.host("head").address, cluster.host("w1").address])
+    log = log_of(cluster, "head", "ray-driver")
+    assert "waiting for 2 free GPU(s): the cluster has 1 on 1 node(s)" in log
+    assert f"removed stale {cluster.notes['segments'][0]}".replace(str(cluster.host('head').shm()), "/dev/shm") in log
+    stale, fresh = cluster.notes['segments']
+    assert not stale.exists() and fresh.exists()         # too young to be anybody's leftover
 
 
 def test_without_the_token_a_node_is_refused(cluster, tmp_path):
