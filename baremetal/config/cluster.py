@@ -14,6 +14,7 @@ from typing import Any, Callable
 from baremetal.config import types as t
 from baremetal.config.fields import Problems, Table
 from baremetal.config.model import CLUSTER_ROLES, Cluster, ClusterNode, RayPorts
+from baremetal.errors import ConfigError
 
 NODE_ENV_VAR = "BAREMETAL_NODE"
 DEFAULT_RAY_ENV = "ray"
@@ -25,6 +26,14 @@ RAY_SOCKET_SUFFIX_BYTES = 63
 UNIX_SOCKET_PATH_MAX = 107
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\Z")
+
+
+class NodeUnknownError(ConfigError):
+    """A valid cluster stack file, but this machine is none of its nodes (or several): say which."""
+
+    def __init__(self, file, issues, nodes: list[str]):
+        super().__init__(file, issues)
+        self.nodes = nodes
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,9 @@ def choose_node(nodes: tuple[ClusterNode, ...], choice: NodeChoice) -> tuple[str
 
 
 def read_cluster(raw: Any, problems: Problems, base: Path, stack_root: Path, choice: NodeChoice | None,
-                 resolve: Callable[[str, Path | None], Path]) -> Cluster | None:
-    """The [cluster] table, with this machine's node chosen; None (and issues recorded) when unusable."""
+                 resolve: Callable[[str, Path | None], Path]) -> tuple[Cluster | None, list[str]]:
+    """(the [cluster] table with this machine's node chosen, []), or (None, the node names when only the
+    choice failed) with the issues recorded."""
     table = Table(raw, "cluster", problems)
     env = table.take("env", _name, None)
     token_file = table.take("token_file", t.nonempty_string, "ray-token")
@@ -117,11 +127,11 @@ def read_cluster(raw: Any, problems: Problems, base: Path, stack_root: Path, cho
     if object_store < 78 * 2**20:
         problems.add("cluster.object_store_memory", "Ray needs at least 78MiB for its object store")
     if not _check_nodes(nodes, problems) or choice is None:
-        return None
+        return None, []
     local, error, warning = choose_node(nodes, choice)
     if error:
         problems.add("cluster", error)
-        return None
+        return None, [] if choice.name else [node.name for node in nodes]
     if warning:
         problems.warn("cluster", warning)
     local_root = next(n.root for n in nodes if n.name == local)
@@ -133,7 +143,7 @@ def read_cluster(raw: Any, problems: Problems, base: Path, stack_root: Path, cho
                      'e.g. "/tmp/ray-<stack>"')
     return Cluster(nodes=nodes, local=local, env=env or "", token_file=resolve(token_file, None), ports=ports,
                    dashboard=dashboard, dashboard_host=dashboard_host, object_store_memory_bytes=object_store,
-                   temp_dir=temp, lost_after_s=lost_after_s, execute_model_timeout_s=execute_timeout_s)
+                   temp_dir=temp, lost_after_s=lost_after_s, execute_model_timeout_s=execute_timeout_s), []
 
 
 def _read_node(index: int, raw: Any, problems: Problems, stack_root: Path,

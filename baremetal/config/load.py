@@ -31,7 +31,7 @@ def resolve_config_path(option: str | os.PathLike | None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
-def load_stack(path: str | os.PathLike, node: str | None = None) -> Stack:
+def load_stack(path: str | os.PathLike, node: str | clusters.NodeChoice | None = None) -> Stack:
     """Read and validate the stack file at `path`, for this machine's node of a cluster (`node`, else
     $BAREMETAL_NODE, else the node whose address is on this machine)."""
     file = Path(path).expanduser().absolute()
@@ -42,7 +42,7 @@ def load_stack(path: str | os.PathLike, node: str | None = None) -> Stack:
                                        "or point -c/--config (or $BAREMETAL_CONFIG) at it")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(file, [Issue("", f"cannot read the stack file: {error}")]) from None
-    return parse_stack(text, file, clusters.node_choice(node))
+    return parse_stack(text, file, node if isinstance(node, clusters.NodeChoice) else clusters.node_choice(node))
 
 
 def parse_stack(text: str, file: Path, node: clusters.NodeChoice | str | None = None) -> Stack:
@@ -60,6 +60,8 @@ def parse_stack(text: str, file: Path, node: clusters.NodeChoice | str | None = 
     choice = clusters.NodeChoice(node, "node") if isinstance(node, str) else node
     reader = _Reader(data, file, problems, choice)
     stack = reader.read()
+    if reader.unchosen and len(problems.issues) == 1:
+        raise clusters.NodeUnknownError(file, problems.issues, reader.unchosen)
     if problems.issues:
         raise ConfigError(file, problems.issues)
     return stack
@@ -73,6 +75,7 @@ class _Reader:
         self.top = Table(data, "", problems)
         self.choice = choice
         self.cluster: Cluster | None = None
+        self.unchosen: list[str] = []           # the nodes, when this machine could not be told which
 
     def read(self) -> Stack:
         info = self.read_stack_info()
@@ -106,7 +109,9 @@ class _Reader:
                                   "[cluster] section: it describes a single node")
             return None
         raw = self.top.take("cluster", lambda v: v, {})
-        return clusters.read_cluster(raw, self.problems, self.base, info.root, self.choice, self._path)
+        cluster, self.unchosen = clusters.read_cluster(raw, self.problems, self.base, info.root, self.choice,
+                                                       self._path)
+        return cluster
 
     def _node(self, table: Table, path: str) -> str | None:
         """The `node` key of a model or program: a [[cluster.node]] name, the head by default."""
