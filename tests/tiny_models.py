@@ -44,9 +44,10 @@ Qwen2ForCausalLM(config).save_pretrained(out)
 '''
 
 
-def tiny_chat_model(python: Path) -> Path:
-    """The model folder (config.json, safetensors, tokenizer), made once with `python` and cached."""
-    target = CACHE / "models" / "tiny-qwen2"
+def tiny_chat_model(python: Path, name: str = "tiny-qwen2") -> Path:
+    """The model folder (config.json, safetensors, tokenizer), made once with `python` and cached as `name`
+    (a model saved by transformers 5 does not load in transformers 4: FastChat's env needs its own)."""
+    target = CACHE / "models" / name
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

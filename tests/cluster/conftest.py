@@ -87,7 +87,8 @@ class ClusterRun:
         return int(code or 0), body.strip()
 
 
-def cluster_toml(folder: Path, network: netns.Network, ray_python: str, extra: str = "") -> str:
+def cluster_toml(folder: Path, network: netns.Network, ray_python: str, extra: str = "",
+                 api: str = 'kind = "none"') -> str:
     """Two nodes (head, w1), each with its own root under `folder` and one logical GPU for Ray."""
     head, worker = network.host("head"), network.host("w1")
     return textwrap.dedent(f'''
@@ -98,7 +99,7 @@ def cluster_toml(folder: Path, network: netns.Network, ray_python: str, extra: s
         kind = "system"
         python = "{ray_python}"
         [api]
-        kind = "none"
+        {api}
         [watchdog]
         enabled = false
         [cluster]
@@ -125,6 +126,18 @@ def ray_python() -> str:
 
 
 @pytest.fixture(scope="module")
+def fastchat_python() -> str:
+    return str(ensure_env("fastchat") / "bin" / "python")
+
+
+@pytest.fixture(scope="module")
+def chat_model(fastchat_python) -> Path:
+    from tests.tiny_models import tiny_chat_model
+
+    return tiny_chat_model(Path(fastchat_python), "tiny-qwen2-fastchat")
+
+
+@pytest.fixture(scope="module")
 def hosts():
     """Two hosts, head and w1 (module-wide: making them takes a second, a Ray cluster several)."""
     reason = netns.supported()
@@ -136,11 +149,11 @@ def hosts():
 
 
 def start_cluster(network: netns.Network, ray_python: str, extra: str = "",
-                  nodes: tuple[str, ...] = ("head", "w1")) -> ClusterRun:
+                  nodes: tuple[str, ...] = ("head", "w1"), api: str = 'kind = "none"') -> ClusterRun:
     """Write the stack file and token, then `baremetal up --no-wait` on `nodes` (the others: `run.up`)."""
     folder = Path(tempfile.mkdtemp(prefix="bmc-", dir="/tmp"))
     stack_file = folder / "stack.toml"
-    stack_file.write_text(cluster_toml(folder, network, ray_python, extra))
+    stack_file.write_text(cluster_toml(folder, network, ray_python, extra, api))
     run = ClusterRun(network, folder, stack_file)
     run.stacks = {name: load_stack(stack_file, node=name) for name in ("head", "w1")}
     made = run.baremetal("head", "cluster", "token")

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+import httpx
 import pytest
 
 from tests.cluster import netns
@@ -34,11 +35,32 @@ DRIVER = f'''
 DRIVER_URL = f"http://127.0.0.1:{DRIVER_PORT}/health"
 
 
+API_PORT = 8000
+API_KEY = "cluster-test-key"
+FASTCHAT_WORKER = '''
+    [env.fastchat]
+    kind = "system"
+    python = "{python}"
+    [[model]]
+    name = "tiny-chat"
+    path = "{model}"
+    engine = "fastchat"
+    env = "fastchat"
+    node = "w1"
+    gpus = []
+    port = 21002
+'''
+
+
 @pytest.fixture(scope="module")
-def cluster(hosts, ray_python):
+def cluster(hosts, ray_python, fastchat_python, chat_model):
     """Head up first (its Ray driver then waits for the second GPU), then w1; stale segments are planted
-    in the head's /dev/shm before, for the driver's launcher to clean."""
-    run = start_cluster(hosts, ray_python, DRIVER.replace("{python}", ray_python), nodes=())
+    in the head's /dev/shm before, for the driver's launcher to clean. w1 also runs a FastChat worker,
+    registered with the head's controller, behind the head's API."""
+    extra = DRIVER.replace("{python}", ray_python) + \
+        FASTCHAT_WORKER.replace("{python}", fastchat_python).replace("{model}", str(chat_model))
+    api = f'kind = "fastchat"\nhost = "0.0.0.0"\nport = {API_PORT}\napi_keys = ["{API_KEY}"]'
+    run = start_cluster(hosts, ray_python, extra, nodes=(), api=api)
     try:
         shm = hosts.host("head").shm()
         stale, fresh = shm / "psm_deadbeef", shm / "psm_justmade"
@@ -97,6 +119,36 @@ def test_a_program_on_ray_waits_for_the_gpus_then_spans_the_nodes(cluster):
     assert not stale.exists() and fresh.exists()         # too young to be anybody's leftover
 
 
+def chat(run: ClusterRun, timeout_s: float = 60) -> httpx.Response:
+    """A chat completion through the head's API, from outside the cluster (the test's own namespace)."""
+    url = f"http://{run.host('head').address}:{API_PORT}/v1/chat/completions"
+    return httpx.post(url, json={"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}],
+                                 "max_tokens": 8}, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=timeout_s, trust_env=False)
+
+
+def chat_works(run: ClusterRun) -> bool:
+    try:
+        response = chat(run, 30)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and bool(response.json()["choices"][0]["message"]["content"])
+
+
+def test_a_fastchat_worker_on_w1_serves_through_the_head(cluster):
+    started = time.monotonic()
+    netns.wait_for(lambda: chat_works(cluster), 240, 1.0, "a chat through the head's API")
+    print(f"\nchat through the head served by w1's FastChat worker {time.monotonic() - started:.1f}s later")
+    worker = cluster.baremetal("w1", "status", "--json")
+    row = next(p for p in json_of(worker)["programs"] if p["name"] == "fastchat-tiny-chat")
+    assert row["state"] == "RUNNING" and row["ready"], row
+    # It registered with the head's controller, which listens on the cluster network, under the address
+    # the head reaches it at.
+    answer = httpx.post(f"http://{cluster.host('head').address}:21001/get_worker_address",
+                        json={"model": "tiny-chat"}, timeout=10, trust_env=False)
+    assert answer.json()["address"] == f"http://{cluster.host('w1').address}:21002"
+
+
 def test_without_the_token_a_node_is_refused(cluster, tmp_path):
     wrong = tmp_path / "wrong-token"
     wrong.write_text("0" * 64)
@@ -131,8 +183,9 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     cured = time.monotonic()
     back_s = run.wait_states({"w1": "alive"}, BACK_S)
     after = run.states()["w1"]
-    print(f"\n{what}: lost after {lost_s:.1f}s, alive again {back_s:.1f}s after the cure "
-          f"({time.monotonic() - started:.1f}s in all)")
+    netns.wait_for(lambda: chat_works(run), BACK_S, 1.0, "w1's FastChat worker serving through the head again")
+    print(f"\n{what}: lost after {lost_s:.1f}s, alive again {back_s:.1f}s after the cure, chat through "
+          f"the head {time.monotonic() - cured:.1f}s after the cure ({time.monotonic() - started:.1f}s in all)")
     assert after.node_id != before, "w1 came back as a new Ray node"
     assert run.states()["head"].state == "alive"
     assert cured
