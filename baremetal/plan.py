@@ -129,7 +129,8 @@ def _controller(stack: Stack, base: dict[str, str]) -> ProgramSpec:
     controller = stack.controller
     return ProgramSpec(name="controller", role="controller",
                        argv=tuple(fastchat.controller_argv(controller, fastchat_python(stack))),
-                       environment=frozen_mapping(base), priority=PRIORITY["controller"],
+                       environment=frozen_mapping(base | fastchat.fastchat_environment()),
+                       priority=PRIORITY["controller"],
                        host=controller.host, port=controller.port,
                        probe=Probe("controller", fastchat.controller_url(controller)))
 
@@ -148,6 +149,7 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -
     else:
         argv = fastchat.worker_argv(model, python, stack.controller)
         probe = Probe("fastchat-worker", model.url, model.name, model.task)
+        environment |= fastchat.fastchat_environment()
     environment |= model.environment
     # Engines take minutes to load: count them started after 10 s, give them time to free GPU
     # memory on stop (a hung vLLM API server was seen ignoring SIGTERM for 9 s), and stop the
@@ -178,11 +180,13 @@ def _program(stack: Stack, program: Program, facts: HostFacts, base: dict[str, s
 
 def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
     api = stack.api
+    environment = dict(base)
     if api.kind == "gateway":
         argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source)]
     else:
         argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller)
-    return ProgramSpec(name="api", role="api", argv=tuple(argv), environment=frozen_mapping(base),
+        environment |= fastchat.fastchat_environment()
+    return ProgramSpec(name="api", role="api", argv=tuple(argv), environment=frozen_mapping(environment),
                        priority=PRIORITY["api"], host=api.host, port=api.port,
                        probe=Probe("openai", f"http://{connect_host(api.host)}:{api.port}"), engine=api.kind)
 

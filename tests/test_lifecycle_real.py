@@ -59,7 +59,9 @@ def test_up_no_wait_returns_before_ready_and_status_says_not_ready(stack):
     result = run("up", "--no-wait", "-c", str(config))
     assert result.exit_code == 0, result.output
     wait_for(lambda: programs_by_name(config)["slow"]["state"] == "RUNNING", 20, what="slow RUNNING")
-    table = run("status", "-c", str(config))
+    # RUNNING comes before the server listens (slowly, on a loaded machine): wait for its 503 answer.
+    table = wait_for(lambda: (lambda out: out if "503" in out.output else None)(run("status", "-c", str(config))),
+                     30, what="status showing the probe's 503")
     assert table.exit_code == 1
     assert "slow: probe: " in table.output and "503" in table.output
 

@@ -170,3 +170,6 @@ def test_seed_files_parse_in_supervisord(tmp_path):
         assert set(programs) == {Path(p).stem for p in files if p.startswith("conf.d/")}
     programs = parsed_programs(tmp_path / "seed-fastchat.toml")
     assert programs["controller"].priority < programs["fastchat-qwen-14b-chat"].priority < programs["api"].priority
+    # FastChat's own log files are off (they would land in supervisord's working directory): the empty
+    # value survives supervisord's environment parser.
+    assert all(programs[name].environment["LOGDIR"] == "" for name in ("controller", "fastchat-qwen-14b-chat", "api"))

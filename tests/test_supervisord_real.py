@@ -6,7 +6,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import psutil
 
@@ -15,16 +14,7 @@ from baremetal.generate import generate
 from baremetal.states import ProcessState
 from baremetal.supervisor import SupervisorClient
 from tests.conftest import free_port
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+from tests.lifecycle_helpers import wait_for
 
 
 def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):

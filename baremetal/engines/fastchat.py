@@ -12,6 +12,14 @@ API_MODULES = {"fastchat": "fastchat.serve.openai_api_server",
                "fastchat-tools": "fastchat.serve.openai_api_server_for_tool"}
 
 
+def fastchat_environment() -> dict[str, str]:
+    """Variables for every FastChat program. FastChat also writes each log line to its own day-rotated,
+    never-pruned file in $LOGDIR, which defaults to the current directory (wherever supervisord was
+    started: seen littering the folder `up` ran in). Empty turns that off; supervisord already keeps the
+    same output, rotated, under <root>/logs/."""
+    return {"LOGDIR": ""}
+
+
 def controller_url(controller: Controller) -> str:
     return f"http://{connect_host(controller.host)}:{controller.port}"
 
