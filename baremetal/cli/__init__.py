@@ -50,10 +50,11 @@ def cli(context: click.Context, config: str | None, node: str | None) -> None:
 
 
 def _register() -> None:
-    from baremetal.cli import (cluster_commands, demo_commands, host_commands, install_commands, run_commands,
-                               stack_commands)
+    from baremetal.cli import (cluster_commands, demo_commands, gateway_commands, host_commands, install_commands,
+                               run_commands, stack_commands)
 
-    for module in (stack_commands, run_commands, install_commands, host_commands, demo_commands, cluster_commands):
+    for module in (stack_commands, run_commands, install_commands, host_commands, demo_commands, gateway_commands,
+                   cluster_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

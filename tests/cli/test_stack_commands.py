@@ -141,7 +141,7 @@ def test_python_m_baremetal_and_no_heavy_imports():
                              "import runpy\ntry: runpy.run_module('baremetal', run_name='__main__')\n"
                              "except SystemExit: pass\n"
                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch', 'fastchat',"
-                             " 'transformers', 'pynvml', 'httpx', 'starlette', 'uvicorn')))"],
+                             " 'transformers', 'pynvml', 'httpx', 'starlette', 'uvicorn', 'aiohttp')))"],
                             capture_output=True, text=True, check=True)
     assert "Usage: baremetal" in result.stdout
     assert result.stdout.strip().endswith("[]")

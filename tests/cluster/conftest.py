@@ -75,6 +75,17 @@ class ClusterRun:
                        f"{ {n: s.state for n, s in self.states().items()} })")
         return time.monotonic() - started
 
+    def ray_starts(self, node: str) -> int:
+        """How many times `ray start` on `node` finished starting (it then blocks, watching its processes)."""
+        program = "ray-head" if node == self.head else "ray-worker"
+        path = self.stacks[node].logs_dir / f"{program}.log"
+        return path.read_text(errors="replace").count("Ray runtime started") if path.exists() else 0
+
+    def wait_ray_started(self, node: str, more_than: int, timeout_s: float = 90) -> None:
+        """Wait until `ray start` on `node` has finished starting once more: a node lost while its `ray start`
+        is still starting up comes back only when that start-up times out (30 s), which tests avoid."""
+        netns.wait_for(lambda: self.ray_starts(node) > more_than, timeout_s, 0.2, f"ray start on {node} finished")
+
     def get(self, host: str, url: str, timeout_s: float = 5) -> tuple[int, str]:
         """(status, body) of a GET from inside `host` (0 when nothing answers)."""
         script = ("import sys, urllib.request, urllib.error\n"

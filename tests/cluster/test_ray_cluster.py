@@ -71,6 +71,7 @@ def cluster(hosts, ray_python, fastchat_python, chat_model):
         started = time.monotonic()
         run.up("w1")
         joined = run.wait_states({"head": "alive", "w1": "alive"}, JOIN_S)
+        run.wait_ray_started("w1", 0)
         print(f"\ncluster formed {joined:.1f}s after `up` on w1")
         run.notes.update(segments=(stale, fresh), w1_up_at=started)
         yield run
@@ -175,6 +176,7 @@ def worker_pid(run: ClusterRun) -> int:
 def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     """Cause a loss of w1, time how long the head takes to see it, cure it, time how long until w1 is back."""
     before = run.states()["w1"].node_id
+    starts = run.ray_starts("w1")
     started = time.monotonic()
     cause()
     lost_s = run.wait_states({"w1": "lost"}, LOST_S)
@@ -182,6 +184,7 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
         cure()
     cured = time.monotonic()
     back_s = run.wait_states({"w1": "alive"}, BACK_S)
+    run.wait_ray_started("w1", starts)
     after = run.states()["w1"]
     netns.wait_for(lambda: chat_works(run), BACK_S, 1.0, "w1's FastChat worker serving through the head again")
     print(f"\n{what}: lost after {lost_s:.1f}s, alive again {back_s:.1f}s after the cure, chat through "

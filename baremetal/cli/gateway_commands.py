@@ -1,0 +1,29 @@
+"""gateway: the node's OpenAI-compatible endpoint (supervisord runs it as the `api` program)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from baremetal.cli.common import config_option, load
+
+
+@click.command()
+@click.option("--host", default=None, help="Listen address (default: the stack's api.host).")
+@click.option("--port", type=int, default=None, help="Listen port (default: the stack's api.port).")
+@click.option("--access-log", is_flag=True, help="Log one line per request (paths and statuses, never keys).")
+@config_option
+def gateway(host: str | None, port: int | None, access_log: bool, config_path: Path) -> None:
+    """Serve every model of the stack on one OpenAI-compatible endpoint.
+
+    Routes by the request's "model" to vLLM servers, FastChat workers (with tool calling) and [[program]]
+    backends; balances replicas; checks api.api_keys. `baremetal up` runs it under supervisord when
+    api.kind = "gateway"; run it by hand to try a stack. Stops on SIGTERM or Ctrl-C.
+    """
+    from baremetal.gateway.server import serve
+
+    serve(load(config_path), host=host, port=port, access_log=access_log)
+
+
+COMMANDS = [gateway]

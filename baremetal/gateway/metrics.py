@@ -1,0 +1,104 @@
+"""The gateway's Prometheus metrics, kept in memory and written in the text exposition format.
+
+- baremetal_gateway_requests_total{model,backend,endpoint,status}: answered requests
+- baremetal_gateway_request_duration_seconds{model,backend,endpoint}: until the last byte (histogram)
+- baremetal_gateway_time_to_first_byte_seconds{model,backend,endpoint}: until the first body byte
+  from the backend (for streams, about the time to first token)
+- baremetal_gateway_in_flight{model,backend}: requests being served now
+- baremetal_gateway_backend_errors_total{backend,reason}: refused connections, resets, bad answers
+Requests refused before a backend is chosen (bad key, bad body, unknown model) have model="" and
+backend="", so clients cannot grow the label set by sending made-up model names.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 120.0, 300.0)
+
+
+@dataclass
+class Histogram:
+    buckets_s: tuple[float, ...] = DURATION_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
+    total_s: float = 0.0
+    count: int = 0
+
+    def observe(self, value_s: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets_s, value_s)] += 1
+        self.total_s += value_s
+        self.count += 1
+
+
+def _labels(names: tuple[str, ...], values: tuple) -> str:
+    def escape(value: object) -> str:
+        return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return ",".join(f'{name}="{escape(value)}"' for name, value in zip(names, values))
+
+
+class Metrics:
+    """Counters of one gateway process (single event loop: plain dicts)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, int], int] = {}
+        self.durations: dict[tuple[str, str, str], Histogram] = {}
+        self.first_bytes: dict[tuple[str, str, str], Histogram] = {}
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.backend_errors: dict[tuple[str, str], int] = {}
+
+    def started(self, model: str, backend: str) -> None:
+        key = (model, backend)
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+
+    def stopped(self, model: str, backend: str) -> None:
+        self.in_flight[(model, backend)] -= 1
+
+    def answered(self, model: str, backend: str, endpoint: str, status: int, duration_s: float,
+                 first_byte_s: float | None) -> None:
+        """One finished request (any outcome)."""
+        key = (model, backend, endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if backend:
+            self.durations.setdefault((model, backend, endpoint), Histogram()).observe(duration_s)
+            if first_byte_s is not None:
+                self.first_bytes.setdefault((model, backend, endpoint), Histogram()).observe(first_byte_s)
+
+    def backend_error(self, backend: str, reason: str) -> None:
+        key = (backend, reason)
+        self.backend_errors[key] = self.backend_errors.get(key, 0) + 1
+
+    def render(self) -> str:
+        """The exposition text (format 0.0.4)."""
+        lines = ["# HELP baremetal_gateway_requests_total Requests answered by the gateway.",
+                 "# TYPE baremetal_gateway_requests_total counter"]
+        lines += [f"baremetal_gateway_requests_total{{{_labels(('model', 'backend', 'endpoint', 'status'), key)}}} {value}"
+                  for key, value in sorted(self.requests.items())]
+        lines += self._histograms("baremetal_gateway_request_duration_seconds",
+                                  "Time from the request to the last byte of the answer.", self.durations)
+        lines += self._histograms("baremetal_gateway_time_to_first_byte_seconds",
+                                  "Time from the request to the backend's first body byte.", self.first_bytes)
+        lines += ["# HELP baremetal_gateway_in_flight Requests being served now.",
+                  "# TYPE baremetal_gateway_in_flight gauge"]
+        lines += [f"baremetal_gateway_in_flight{{{_labels(('model', 'backend'), key)}}} {value}"
+                  for key, value in sorted(self.in_flight.items())]
+        lines += ["# HELP baremetal_gateway_backend_errors_total Backend failures seen by the gateway.",
+                  "# TYPE baremetal_gateway_backend_errors_total counter"]
+        lines += [f"baremetal_gateway_backend_errors_total{{{_labels(('backend', 'reason'), key)}}} {value}"
+                  for key, value in sorted(self.backend_errors.items())]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _histograms(name: str, help_text: str, histograms: dict[tuple[str, str, str], Histogram]) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for key, histogram in sorted(histograms.items()):
+            labels = _labels(("model", "backend", "endpoint"), key)
+            cumulative = 0
+            for bound, count in zip(histogram.buckets_s + (float("inf"),), histogram.counts):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
+            lines.append(f"{name}_sum{{{labels}}} {histogram.total_s}")
+            lines.append(f"{name}_count{{{labels}}} {histogram.count}")
+        return lines

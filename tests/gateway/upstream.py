@@ -1,0 +1,142 @@
+"""A minimal real OpenAI-style upstream for gateway tests and scripts/bench_gateway.py.
+
+Run: python -m tests.gateway.upstream --port PORT [--name NAME]. A uvicorn server (as vLLM's is) that
+answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank and
+score. Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
+answering, `x_chunks` sets the number of streamed chunks, `x_status` answers with that status.
+GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+SEEN: dict[str, list] = {"requests": [], "abandoned": []}
+NAME = "upstream"
+
+
+def _chat(model: str) -> bytes:
+    return json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": model,
+                       "served_by": NAME,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}).encode()
+
+
+def _chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": model, "served_by": NAME,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _answer(path: str, payload: dict) -> bytes:
+    model = payload.get("model", "")
+    if path.endswith("/embeddings"):
+        inputs = payload.get("input")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return json.dumps({"object": "list", "model": model, "served_by": NAME,
+                           "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                                    for i in range(count)],
+                           "usage": {"prompt_tokens": count, "total_tokens": count}}).encode()
+    if path.endswith("rerank"):
+        documents = payload.get("documents", [])
+        return json.dumps({"id": "rerank-1", "model": model, "served_by": NAME,
+                           "results": [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(len(documents))],
+                           "usage": {"total_tokens": 3}}).encode()
+    if path.endswith("score"):
+        return json.dumps({"id": "score-1", "object": "list", "model": model, "served_by": NAME,
+                           "data": [{"index": 0, "object": "score", "score": 0.5}]}).encode()
+    if path.endswith("/completions") and "chat" not in path:
+        return json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": model,
+                           "served_by": NAME,
+                           "choices": [{"index": 0, "text": " world", "finish_reason": "stop"}]}).encode()
+    return _chat(model)
+
+
+async def _read(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["method"] == "GET":
+        body = json.dumps(SEEN).encode() if scope["path"] == "/_seen" else b'{"status": "ok"}'
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    raw = await _read(receive)
+    payload = json.loads(raw or b"{}")
+    headers = {key.decode(): value.decode() for key, value in scope["headers"]}
+    SEEN["requests"].append({"path": scope["path"], "headers": headers, "body": raw.decode()})
+    try:
+        await _respond(scope, receive, send, payload)
+    except (OSError, asyncio.CancelledError):
+        SEEN["abandoned"].append(scope["path"])
+        raise
+
+
+async def _respond(scope, receive, send, payload: dict) -> None:
+    delay_s = float(payload.get("x_delay_s", 0))
+    if delay_s:
+        waiter = asyncio.ensure_future(receive())      # http.disconnect arrives here if the client leaves
+        done, _ = await asyncio.wait({waiter}, timeout=delay_s)
+        if done:
+            SEEN["abandoned"].append(scope["path"])
+            return
+        waiter.cancel()
+    status = int(payload.get("x_status", 200))
+    if status != 200:
+        body = json.dumps({"error": {"message": f"told to answer {status}", "type": "test", "code": status}}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if not payload.get("stream"):
+        body = _answer(scope["path"], payload)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    model = payload.get("model", "")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": _chunk(model, {"role": "assistant", "content": ""}),
+                "more_body": True})
+    interval_s = float(payload.get("x_interval_s", 0))
+    watcher = asyncio.ensure_future(receive()) if interval_s else None   # uvicorn's send() stays silent
+    for index in range(int(payload.get("x_chunks", 8))):
+        await send({"type": "http.response.body", "body": _chunk(model, {"content": f"tok{index} "}), "more_body": True})
+        if watcher:
+            await asyncio.sleep(interval_s)
+            if watcher.done():
+                SEEN["abandoned"].append(scope["path"])
+                return
+    if watcher:
+        watcher.cancel()
+    await send({"type": "http.response.body", "body": _chunk(model, {}, "stop") + b"data: [DONE]\n\n"})
+
+
+def main() -> None:
+    import uvicorn
+
+    global NAME
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="upstream")
+    args = parser.parse_args()
+    NAME = args.name
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
