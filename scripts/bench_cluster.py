@@ -37,8 +37,11 @@ def program_rss_bytes(run: ClusterRun, node: str, program: str) -> int:
 def loss(run: ClusterRun, cause, cure=None) -> tuple[float, float]:
     """(seconds until the head sees w1 lost, seconds from the cure until w1 is alive again)."""
     starts = run.ray_starts("w1")
+    before = run.states()["w1"].node_id
+    started = time.monotonic()
     cause()
-    lost_s = run.wait_states({"w1": "lost"}, 60)
+    netns.wait_for(lambda: run.incarnation_dead(before), 60, 0.1, "w1 declared dead")
+    lost_s = time.monotonic() - started
     if cure:
         cure()
     back_s = run.wait_states({"w1": "alive"}, 120)

@@ -63,6 +63,11 @@ class ClusterRun:
         membership = read_membership(head.root / "run" / "cluster.json")
         return {state.name: state for state in node_states(head.cluster, membership, time.time())}
 
+    def incarnation_dead(self, node_id: str) -> bool:
+        """Whether the head's ray-monitor reports Ray node `node_id` dead (a node that rejoins gets a new id)."""
+        membership = read_membership(self.stacks[self.head].root / "run" / "cluster.json")
+        return any(node.node_id == node_id and not node.alive for node in (membership.nodes if membership else ()))
+
     @property
     def head(self) -> str:
         return next(name for name, stack in self.stacks.items() if stack.is_head)

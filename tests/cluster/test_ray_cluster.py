@@ -59,7 +59,7 @@ def cluster(hosts, ray_python, fastchat_python, chat_model):
     registered with the head's controller, behind the head's API."""
     extra = DRIVER.replace("{python}", ray_python) + \
         FASTCHAT_WORKER.replace("{python}", fastchat_python).replace("{model}", str(chat_model))
-    api = f'kind = "fastchat"\nhost = "0.0.0.0"\nport = {API_PORT}\napi_keys = ["{API_KEY}"]'
+    api = f'kind = "gateway"\nhost = "0.0.0.0"\nport = {API_PORT}\napi_keys = ["{API_KEY}"]'
     run = start_cluster(hosts, ray_python, extra, nodes=(), api=api)
     try:
         shm = hosts.host("head").shm()
@@ -140,9 +140,11 @@ def test_a_fastchat_worker_on_w1_serves_through_the_head(cluster):
     started = time.monotonic()
     netns.wait_for(lambda: chat_works(cluster), 240, 1.0, "a chat through the head's API")
     print(f"\nchat through the head served by w1's FastChat worker {time.monotonic() - started:.1f}s later")
-    worker = cluster.baremetal("w1", "status", "--json")
-    row = next(p for p in json_of(worker)["programs"] if p["name"] == "fastchat-tiny-chat")
-    assert row["state"] == "RUNNING" and row["ready"], row
+    def worker_row() -> dict:
+        rows = json_of(cluster.baremetal("w1", "status", "--json"))["programs"]
+        return next(p for p in rows if p["name"] == "fastchat-tiny-chat")
+    netns.wait_for(lambda: worker_row()["state"] == "RUNNING" and worker_row()["ready"], 30, 1.0,
+                   "w1's worker RUNNING (past its startsecs) and ready in w1's own status")
     # It registered with the head's controller, which listens on the cluster network, under the address
     # the head reaches it at.
     answer = httpx.post(f"http://{cluster.host('head').address}:21001/get_worker_address",
@@ -179,7 +181,9 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     starts = run.ray_starts("w1")
     started = time.monotonic()
     cause()
-    lost_s = run.wait_states({"w1": "lost"}, LOST_S)
+    # Ray declares this incarnation of w1 dead (a killed one may be back, as a new one, by then).
+    netns.wait_for(lambda: run.incarnation_dead(before), LOST_S, 0.1, f"Ray declaring w1 ({before}) dead")
+    lost_s = time.monotonic() - started
     if cure:
         cure()
     cured = time.monotonic()
