@@ -74,6 +74,12 @@ def one_round(network: netns.Network, ray_python: str) -> dict[str, float]:
             run, lambda: host.signal_all(signal.SIGSTOP), lambda: host.signal_all(signal.SIGCONT))
         figures["unplugged: lost (s)"], figures["plugged: back (s)"] = loss(run, host.unplug, host.plug)
         return figures
+    except AssertionError:
+        from tests.cluster.conftest import log_of
+
+        for node, program in (("head", "ray-head"), ("w1", "ray-worker")):
+            print(f"--- {program} on {node}:\n{log_of(run, node, program)[-3000:]}", file=sys.stderr)
+        raise
     finally:
         stop_cluster(run)
 
