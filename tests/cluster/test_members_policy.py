@@ -9,6 +9,7 @@ import pytest
 from baremetal.cluster.members import Membership, NodeState, RayNode, node_states, parse_membership
 from baremetal.cluster.policy import known, lost_nodes, ray_programs, restarts
 from baremetal.config import parse_stack
+from baremetal.probes import ProbeResult
 
 STACK = '''
 [stack]
@@ -163,3 +164,41 @@ def test_cluster_watch_reports_changes_and_restarts_once():
     assert ticks[4].restarts == []
     assert ticks[5].events[1] == "node b (10.0.0.2) is back in the Ray cluster"
     assert ticks[5].restarts == []                  # restarted at the loss; its launcher waited for b's return
+
+
+OK = ProbeResult(True, 0.01, "/worker_get_status 200", 200)
+FAIL = ProbeResult(False, 2.0, "no answer within the probe timeout (ReadTimeout)")
+
+
+def walk(results, unhealthy_after=3):
+    from baremetal.cluster.remote import RemoteState, advance_remote, entry
+
+    state, seen = RemoteState(), []
+    for now, result in enumerate(results):
+        state = advance_remote(state, result, unhealthy_after, float(now))
+        seen.append((entry(state, "w1")["phase"], entry(state, "w1")["healthy"]))
+    return seen
+
+
+@pytest.mark.parametrize("results,expected", [
+    ([FAIL, FAIL], [("loading", False), ("loading", False)]),                       # never answered
+    ([OK], [("ready", True)]),
+    ([OK, FAIL, FAIL, FAIL, FAIL], [("ready", True), ("ready", False), ("ready", False), ("unreachable", False),
+                                    ("unreachable", False)]),                       # tried last, then skipped
+    ([OK, FAIL, OK], [("ready", True), ("ready", False), ("ready", True)]),          # one slow probe
+    ([OK, FAIL, FAIL, FAIL, OK], [("ready", True), ("ready", False), ("ready", False), ("unreachable", False),
+                                  ("ready", True)]),                                # back when it answers
+])
+def test_remote_programs(results, expected):
+    assert walk(results) == expected
+
+
+def test_remote_entry_says_why_and_since_when():
+    from baremetal.cluster.remote import RemoteState, advance_remote, entry
+
+    state = RemoteState()
+    for now, result in enumerate([OK, FAIL, FAIL, FAIL, FAIL]):
+        state = advance_remote(state, result, 3, 100.0 + now)
+    document = entry(state, "w1")
+    assert document["since_s"] == 103.0 and document["node"] == "w1" and document["remote"]
+    assert document["reason"] == "4 probes failed in a row: no answer within the probe timeout (ReadTimeout)"

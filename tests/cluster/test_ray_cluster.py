@@ -128,6 +128,17 @@ def chat(run: ClusterRun, timeout_s: float = 60) -> httpx.Response:
                       timeout=timeout_s, trust_env=False)
 
 
+def chat_outcome(run: ClusterRun, timeout_s: float = 20) -> str:
+    """What a client gets from the head's API, and after how long."""
+    started = time.monotonic()
+    try:
+        response = chat(run, timeout_s)
+        what = f"{response.status_code} {response.text[:160]}"
+    except httpx.HTTPError as error:
+        what = f"{type(error).__name__}"
+    return f"{what} after {time.monotonic() - started:.1f}s"
+
+
 def chat_works(run: ClusterRun) -> bool:
     try:
         response = chat(run, 30)
@@ -185,6 +196,7 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     netns.wait_for(lambda: run.incarnation_dead(before), LOST_S, 0.1, f"Ray declaring w1 ({before}) dead")
     lost_s = time.monotonic() - started
     if cure:
+        print(f"\n{what}: a chat meanwhile: {chat_outcome(run)}")
         cure()
     cured = time.monotonic()
     back_s = run.wait_states({"w1": "alive"}, BACK_S)
