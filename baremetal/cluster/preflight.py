@@ -21,8 +21,9 @@ class Finding:
     detail: str
 
 
-def preflight(stack: Stack) -> list[Finding]:
-    """Every check for the local node of `stack`'s cluster."""
+def preflight(stack: Stack, with_env: bool = True) -> list[Finding]:
+    """Every check for the local node of `stack`'s cluster (`with_env`: also run the Ray env, which
+    `baremetal doctor` checks its own way)."""
     cluster = stack.cluster
     assert cluster is not None
     node = cluster.local_node
@@ -33,7 +34,8 @@ def preflight(stack: Stack) -> list[Finding]:
                             f"{node.address} is not on this machine ({', '.join(mine)}): is this node {node.name}?"))
     problem = token_problem(cluster.token_file)
     findings.append(Finding("token", problem is None, problem or f"{cluster.token_file} (mode 0600)"))
-    findings.append(_ray_env(stack))
+    if with_env:
+        findings.append(_ray_env(stack))
     if not node.is_head:
         findings.append(_reach(cluster.head.address, cluster.ports.gcs, "head"))
     findings.append(_shm(cluster.object_store_memory_bytes))

@@ -135,3 +135,14 @@ def test_clean_shm_removes_only_stale_unused_segments(cluster_file, short_tmp):
     real = run("--node", "head", "cluster", "clean-shm", "-c", str(cluster_file))
     assert real.exit_code == 0 and f"removed {stale}" in real.output
     assert not stale.exists() and fresh.exists()
+
+
+def test_doctor_runs_the_node_checks(cluster_file):
+    from baremetal.config import load_stack
+    from baremetal.doctor.gather import cluster_checks
+
+    run("--node", "w1", "cluster", "token", "-c", str(cluster_file))
+    checks = {check.name: check for check in cluster_checks(load_stack(cluster_file, node="w1"))}
+    assert set(checks) == {"cluster address", "cluster token", "cluster head reachable", "cluster /dev/shm"}
+    assert checks["cluster token"].status == "ok"
+    assert checks["cluster address"].status == "fail" and checks["cluster address"].fix == "see `baremetal cluster check`"
