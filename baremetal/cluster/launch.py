@@ -43,6 +43,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str]) -> None:
+    """Clean, wait, then become the program (never returns when it starts it)."""
     options, command = parse(argv)
     removed = shm.clean([Path(folder) for folder in options.clean], time.time())
     for segment in removed:

@@ -36,6 +36,8 @@ class RayNode:
 
 @dataclass(frozen=True)
 class Membership:
+    """The monitor's last report: every Ray node the GCS knows, or why it could not ask (`gcs_ok` false)."""
+
     written_s: float
     gcs_ok: bool
     error: str
@@ -77,6 +79,7 @@ def parse_membership(document: Any) -> Membership | None:
 
 
 def membership_path(stack: Stack) -> Path:
+    """Where the head's ray-monitor writes its report."""
     return stack.root / "run" / "cluster.json"
 
 

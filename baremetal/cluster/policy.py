@@ -20,6 +20,8 @@ from baremetal.config.model import Stack
 
 @dataclass(frozen=True)
 class Restart:
+    """A program to restart, and why (for the event log)."""
+
     program: str
     reason: str
 

@@ -16,6 +16,8 @@ CONNECT_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class Finding:
+    """One check: what, whether it passed, and what was found or what to do."""
+
     what: str
     ok: bool
     detail: str

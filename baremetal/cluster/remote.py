@@ -26,6 +26,8 @@ LOADING, READY, UNREACHABLE = "loading", "ready", "unreachable"
 
 @dataclass(frozen=True)
 class RemoteState:
+    """What the head knows of one program on another node."""
+
     phase: str = LOADING
     failures: int = 0            # consecutive failed probes
     since_s: float = 0.0
@@ -78,5 +80,6 @@ class RemoteWatch:
         return {name: entry(self.states[name], self.nodes[name]) for name in names}
 
     def close(self) -> None:
+        """Stop the probe threads (a probe in flight ends with its timeout)."""
         if self.pool:
             self.pool.shutdown(wait=False, cancel_futures=True)

@@ -22,6 +22,8 @@ DEFAULT_MIN_AGE_S = 60.0
 
 @dataclass(frozen=True)
 class Segment:
+    """One candidate file; device and inode tell it apart from same-named files of other mount namespaces."""
+
     path: Path
     size_bytes: int
     modified_s: float           # seconds since the epoch

@@ -16,6 +16,8 @@ from baremetal.probes import ProbeResult, probe
 
 @dataclass(frozen=True)
 class RemoteProgram:
+    """A model or program on another node, as the head's probe found it."""
+
     name: str
     node: str
     ready: bool
@@ -24,6 +26,8 @@ class RemoteProgram:
 
 @dataclass(frozen=True)
 class ClusterView:
+    """Everything the cluster part of `status` shows."""
+
     nodes: list[NodeState]
     remote: list[RemoteProgram]
     placed: dict[str, list[str]]       # node -> programs placed on it (models and [[program]]s)

@@ -22,6 +22,8 @@ from baremetal.config.model import Stack
 
 @dataclass(frozen=True)
 class ClusterTick:
+    """What one tick of the cluster watch found."""
+
     states: list[NodeState]
     restarts: list[Restart] = field(default_factory=list)
     events: list[str] = field(default_factory=list)

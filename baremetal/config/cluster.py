@@ -3,7 +3,6 @@ node this machine is. Choosing the node is a pure function of the request and th
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
@@ -212,10 +211,6 @@ def ray_port_claims(cluster: Cluster) -> list[tuple[range, str]]:
               if name not in ("min_worker", "max_worker") and (name != "dashboard" or cluster.dashboard)]
     claims.append((range(ports.min_worker, ports.max_worker + 1), "cluster.ports.min_worker..max_worker"))
     return claims
-
-
-def with_env(cluster: Cluster, env: str) -> Cluster:
-    return dataclasses.replace(cluster, env=env)
 
 
 def _name(value: Any) -> str:

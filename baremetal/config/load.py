@@ -91,7 +91,7 @@ class _Reader:
         controller = self.read_controller(uses_fastchat or api.kind in ("fastchat", "fastchat-tools"), models)
         if self.cluster and not self.cluster.env:
             ray_model = next((m for m in models if m.uses_ray), None)
-            self.cluster = clusters.with_env(self.cluster, ray_model.env if ray_model else clusters.DEFAULT_RAY_ENV)
+            self.cluster = dataclasses.replace(self.cluster, env=ray_model.env if ray_model else clusters.DEFAULT_RAY_ENV)
         envs = self.read_envs(env_tables, info, models, api)
         self.top.finish()
         models = checks.assign_ports(models, programs, api, controller, watchdog)

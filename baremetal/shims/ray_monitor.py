@@ -47,6 +47,7 @@ def snapshot(client) -> list:
 
 
 def write(path: str, document: dict) -> None:
+    """Replace `path` in one step (readers see the old or the new document); no fsync: it is rewritten often."""
     folder = os.path.dirname(path) or "."
     handle, temporary = tempfile.mkstemp(prefix=".cluster.", suffix=".tmp", dir=folder)
     try:
@@ -60,6 +61,7 @@ def write(path: str, document: dict) -> None:
 
 
 def main() -> None:
+    """Report for ever; reconnect whenever the GCS fails to answer."""
     parser = argparse.ArgumentParser(prog="ray_monitor.py")
     parser.add_argument("--address", required=True)
     parser.add_argument("--out", required=True)

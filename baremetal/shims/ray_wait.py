@@ -21,6 +21,7 @@ def free_gpus(ray) -> tuple[float, int]:
 
 
 def main() -> None:
+    """Wait, retrying through a head that is down; return once the GPUs are free."""
     parser = argparse.ArgumentParser(prog="ray_wait.py")
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--interval", type=float, default=1.0)
