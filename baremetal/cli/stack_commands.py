@@ -42,18 +42,27 @@ def validate(config_path: Path, as_json: bool) -> None:
     Reports every problem at once, each with the file, line and field path (e.g. model[2].port), and
     exits 2 if there is any. Needs neither the models nor a GPU: `baremetal doctor` checks the host.
     """
+    from baremetal.config.cluster import NodeChoice, NodeUnknownError
     from baremetal.generate import program_specs
 
-    stack = load(config_path)
-    specs = program_specs(stack)
+    try:
+        stacks = [load(config_path)]
+    except NodeUnknownError as unknown:
+        # A cluster file checked away from its nodes: check it as each node would see it.
+        stacks = [load(config_path, node=NodeChoice(name, "--node", None)) for name in unknown.nodes]
+    views = [(stack, program_specs(stack)) for stack in stacks]
     if as_json:
-        print_json({"file": str(stack.source), "stack": stack.stack.name, "valid": True,
-                    "warnings": [w.format(stack.source) for w in stack.warnings],
-                    "programs": [_spec_json(spec) for spec in specs]})
+        documents = [{"file": str(stack.source), "stack": stack.stack.name, "valid": True,
+                      "node": stack.cluster.local if stack.cluster else None,
+                      "warnings": [w.format(stack.source) for w in stack.warnings],
+                      "programs": [_spec_json(spec) for spec in specs]} for stack, specs in views]
+        print_json(documents[0] if len(documents) == 1 else {"valid": True, "nodes": documents})
         return
-    click.echo(f"{stack.source}: OK: stack {stack.stack.name!r}, {len(stack.models)} model(s), "
-               f"{len(stack.programs)} extra program(s), {len(specs)} supervisord program(s)")
-    click.echo(_programs_table(specs))
+    for stack, specs in views:
+        node = f", node {stack.cluster.local!r} ({stack.cluster.local_node.role})" if stack.cluster else ""
+        click.echo(f"{stack.source}: OK: stack {stack.stack.name!r}{node}, {len(stack.models)} model(s), "
+                   f"{len(stack.programs)} extra program(s), {len(specs)} supervisord program(s) here")
+        click.echo(_programs_table(specs))
 
 
 @click.command()

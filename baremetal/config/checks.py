@@ -60,6 +60,10 @@ def check_stack(stack: Stack, problems: Problems) -> None:
         _check_model(model, problems)
     _check_shared_gpus(stack, problems)
     _check_routes(stack, problems)
+    if stack.cluster:
+        from baremetal.config.cluster_checks import check_cluster
+
+        check_cluster(stack, problems)
     socket = str(stack.socket_path)
     if len(socket.encode()) > UNIX_SOCKET_PATH_MAX:
         problems.add("stack.root", f"the supervisord socket {socket} would be {len(socket.encode())} bytes long, "
@@ -95,21 +99,36 @@ def _check_names(stack: Stack, problems: Problems) -> None:
 
 
 def _check_ports(stack: Stack, problems: Problems) -> None:
-    claims: list[tuple[int, str]] = []
-    if stack.api.kind != "none":
-        claims.append((stack.api.port, "api.port"))
-    if stack.controller.enabled:
-        claims.append((stack.controller.port, "controller.port"))
-    if stack.watchdog.enabled:
-        claims.append((stack.watchdog.metrics_port, "watchdog.metrics_port"))
-    claims += [(m.port, f"model[{m.index}].port") for m in stack.models]
-    claims += [(p.port, f"program[{p.index}].port") for p in stack.programs if p.port]
-    first: dict[int, str] = {}
-    for port, field in claims:
-        if port in first:
-            problems.add(field, f"port {port} is already taken by {first[port]}")
-        else:
-            first[port] = field
+    """No two programs of one node on one port (nodes of a cluster each have their own ports)."""
+    from baremetal.config.cluster import ray_port_claims
+
+    nodes = [n.name for n in stack.cluster.nodes] if stack.cluster else [None]
+    head = stack.cluster.head.name if stack.cluster else None
+    for node in nodes:
+        # Ray's ports first: a model on one of them is the one to move.
+        claims: list[tuple[range, str]] = ray_port_claims(stack.cluster) if stack.cluster else []
+        if node == head:
+            if stack.api.kind != "none":
+                claims.append((_one(stack.api.port), "api.port"))
+            if stack.controller.enabled:
+                claims.append((_one(stack.controller.port), "controller.port"))
+        if stack.watchdog.enabled:
+            claims.append((_one(stack.watchdog.metrics_port), "watchdog.metrics_port"))
+        claims += [(_one(m.port), f"model[{m.index}].port") for m in stack.models if m.node == node]
+        claims += [(_one(p.port), f"program[{p.index}].port") for p in stack.programs if p.port and p.node == node]
+        taken: list[tuple[range, str]] = []
+        for ports, field in claims:
+            owner = next((other for span, other in taken if ports.start < span.stop and span.start < ports.stop), None)
+            if owner:
+                where = f" on node {node!r}" if node else ""
+                what = f"port {ports.start}" if len(ports) == 1 else f"ports {ports.start}-{ports.stop - 1}"
+                problems.add(field, f"{what} is already taken by {owner}{where}")
+            else:
+                taken.append((ports, field))
+
+
+def _one(port: int) -> range:
+    return range(port, port + 1)
 
 
 def _check_model(model: Model, problems: Problems) -> None:
@@ -156,12 +175,12 @@ def _fastchat_loads_as_encoder(model_path) -> bool:
 
 def _check_shared_gpus(stack: Stack, problems: Problems) -> None:
     """Models sharing a GPU must not ask for more than all of its memory together."""
-    share: dict[int, list[Model]] = defaultdict(list)
+    share: dict[tuple[str, int], list[Model]] = defaultdict(list)
     for model in stack.models:
         if model.engine != "fastchat":
             for gpu in model.gpus or ():
-                share[gpu].append(model)
-    for gpu, group in sorted(share.items()):
+                share[(model.node or "", gpu)].append(model)
+    for (_node, gpu), group in sorted(share.items()):
         if len(group) < 2:
             continue
         total = sum(m.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION for m in group)

@@ -10,11 +10,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from baremetal.config import checks, types as t
+from baremetal.config import checks, cluster as clusters, types as t
 from baremetal.config.fields import LineIndex, Problems, Table
 from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_EXTRAS, ENV_KINDS, TASKS, Api,
-                                    Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
-                                    frozen_mapping)
+                                    Cluster, Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
+                                    connect_host, frozen_mapping)
 from baremetal.errors import ConfigError, Issue
 
 DEFAULT_CONFIG = "baremetal.toml"
@@ -31,8 +31,9 @@ def resolve_config_path(option: str | os.PathLike | None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
-def load_stack(path: str | os.PathLike) -> Stack:
-    """Read and validate the stack file at `path`."""
+def load_stack(path: str | os.PathLike, node: str | clusters.NodeChoice | None = None) -> Stack:
+    """Read and validate the stack file at `path`, for this machine's node of a cluster (`node`, else
+    $BAREMETAL_NODE, else the node whose address is on this machine)."""
     file = Path(path).expanduser().absolute()
     try:
         text = file.read_text(encoding="utf-8")
@@ -41,11 +42,12 @@ def load_stack(path: str | os.PathLike) -> Stack:
                                        "or point -c/--config (or $BAREMETAL_CONFIG) at it")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(file, [Issue("", f"cannot read the stack file: {error}")]) from None
-    return parse_stack(text, file)
+    return parse_stack(text, file, node if isinstance(node, clusters.NodeChoice) else clusters.node_choice(node))
 
 
-def parse_stack(text: str, file: Path) -> Stack:
-    """Validate a stack file's text; relative paths resolve against `file`'s folder."""
+def parse_stack(text: str, file: Path, node: clusters.NodeChoice | str | None = None) -> Stack:
+    """Validate a stack file's text; relative paths resolve against `file`'s folder. `node` says which node of
+    a [cluster] this is (a name, or a NodeChoice with this machine's addresses); single-node stacks ignore it."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -55,36 +57,74 @@ def parse_stack(text: str, file: Path) -> Stack:
         raise ConfigError(file, [Issue("", f"TOML syntax error: {message}"
                                        + (f" (column {position.group(2)})" if position else ""), line)]) from None
     problems = Problems(LineIndex(text))
-    reader = _Reader(data, file, problems)
+    choice = clusters.NodeChoice(node, "node") if isinstance(node, str) else node
+    reader = _Reader(data, file, problems, choice)
     stack = reader.read()
+    if reader.unchosen and len(problems.issues) == 1:
+        raise clusters.NodeUnknownError(file, problems.issues, reader.unchosen)
     if problems.issues:
         raise ConfigError(file, problems.issues)
     return stack
 
 
 class _Reader:
-    def __init__(self, data: dict[str, Any], file: Path, problems: Problems):
+    def __init__(self, data: dict[str, Any], file: Path, problems: Problems, choice: clusters.NodeChoice | None):
         self.file = file
         self.base = file.parent
         self.problems = problems
         self.top = Table(data, "", problems)
+        self.choice = choice
+        self.cluster: Cluster | None = None
+        self.unchosen: list[str] = []           # the nodes, when this machine could not be told which
 
     def read(self) -> Stack:
         info = self.read_stack_info()
+        self.cluster = self.read_cluster(info)
+        if self.cluster:
+            info = dataclasses.replace(info, root=self.cluster.local_node.root)
         watchdog = self.read_watchdog()
         env_tables = self.top.take("env", _table_of_tables, {})
         models = [self.read_model(i, raw, info) for i, raw in enumerate(self.top.take("model", _array_of_tables, []))]
         programs = [self.read_program(i, raw) for i, raw in enumerate(self.top.take("program", _array_of_tables, []))]
         uses_fastchat = any(m.engine in ("fastchat", "fastchat-vllm") for m in models)
         api = self.read_api()
-        controller = self.read_controller(uses_fastchat or api.kind in ("fastchat", "fastchat-tools"))
+        controller = self.read_controller(uses_fastchat or api.kind in ("fastchat", "fastchat-tools"), models)
+        if self.cluster and not self.cluster.env:
+            ray_model = next((m for m in models if m.uses_ray), None)
+            self.cluster = dataclasses.replace(self.cluster, env=ray_model.env if ray_model else clusters.DEFAULT_RAY_ENV)
         envs = self.read_envs(env_tables, info, models, api)
         self.top.finish()
         models = checks.assign_ports(models, programs, api, controller, watchdog)
         stack = Stack(source=self.file, stack=info, envs=frozen_mapping(envs), controller=controller, api=api,
-                      models=tuple(models), programs=tuple(programs), watchdog=watchdog)
+                      models=tuple(models), programs=tuple(programs), watchdog=watchdog, cluster=self.cluster)
         checks.check_stack(stack, self.problems)
         return dataclasses.replace(stack, warnings=tuple(self.problems.warnings))
+
+    # -- [cluster] -----------------------------------------------------------------------------
+    def read_cluster(self, info: StackInfo) -> Cluster | None:
+        if not self.top.has("cluster"):
+            self.top.take("cluster", lambda v: v)
+            if self.choice and self.choice.name and self.choice.source == "--node":
+                self.problems.add("cluster", f"--node {self.choice.name} was given, but this stack file has no "
+                                  "[cluster] section: it describes a single node")
+            return None
+        raw = self.top.take("cluster", lambda v: v, {})
+        cluster, self.unchosen = clusters.read_cluster(raw, self.problems, self.base, info.root, self.choice,
+                                                       self._path)
+        return cluster
+
+    def _node(self, table: Table, path: str) -> str | None:
+        """The `node` key of a model or program: a [[cluster.node]] name, the head by default."""
+        name = table.take("node", t.nonempty_string)
+        if self.cluster is None:
+            if name is not None and not self.top.has("cluster"):
+                self.problems.add(f"{path}.node", "places this on a cluster node, but there is no [cluster] section")
+            return None
+        names = [n.name for n in self.cluster.nodes]
+        if name is not None and name not in names:
+            self.problems.add(f"{path}.node", f"no [[cluster.node]] is named {name!r}{_did_you_mean(name, names)}")
+            return self.cluster.head.name
+        return name or self.cluster.head.name
 
     # -- [stack] -----------------------------------------------------------------------------
     def read_stack_info(self) -> StackInfo:
@@ -138,20 +178,28 @@ class _Reader:
         wanted = [(f"model[{m.index}].env", m.env) for m in models]
         if api.kind in ("fastchat", "fastchat-tools"):
             wanted.append(("api.env", api.env))
+        if self.cluster:
+            wanted.append(("cluster.env", self.cluster.env))
         for path, name in wanted:
             if name in envs:
                 continue
             if name in DEFAULT_ENV_FOR_ENGINE.values():
                 envs[name] = Env(name=name, kind="venv", path=info.root / "envs" / name, python=None,
                                  packages=None, declared=False)
+            elif name == clusters.DEFAULT_RAY_ENV and self.cluster:
+                envs[name] = Env(name=name, kind="venv", path=info.root / "envs" / name, python=None,
+                                 packages=(f"ray=={clusters.RAY_VERSION}",), declared=False)
             else:
                 self.problems.add(path, f"no [env.{name}] in this file{_did_you_mean(name, envs)}")
         return envs
 
     # -- [controller] [api] [watchdog] -------------------------------------------------------------
-    def read_controller(self, implied: bool) -> Controller:
+    def read_controller(self, implied: bool, models: list[Model]) -> Controller:
         table = Table(self.top.take("controller", lambda v: v, {}), "controller", self.problems)
-        host = table.take("host", t.nonempty_string, "127.0.0.1")
+        # FastChat workers on other nodes register with the controller: it listens on the head's cluster address.
+        remote_workers = self.cluster and any(m.engine in ("fastchat", "fastchat-vllm") and
+                                              m.node != self.cluster.head.name for m in models)
+        host = table.take("host", t.nonempty_string, self.cluster.head.address if remote_workers else "127.0.0.1")
         port = table.take("port", t.port, 21001)
         enabled = table.take("enabled", t.boolean, implied)
         table.finish()
@@ -215,6 +263,10 @@ class _Reader:
         tensor_parallel = table.take("tensor_parallel", t.integer(1, 1024), None)
         pipeline_parallel = table.take("pipeline_parallel", t.integer(1, 1024), None)
         program = table.take("program", _name, None)
+        node = self._node(table, path)
+        remote = self.cluster is not None and node != self.cluster.head.name
+        # A model on another node than the head is reached over the cluster network: it binds its node's address.
+        host = table.take("host", t.nonempty_string, self.cluster.node(node).address if remote else "127.0.0.1")
         model = Model(
             index=index, name=name,
             program=program or f"{engine}-{t.slug(name)}",
@@ -223,7 +275,7 @@ class _Reader:
             tensor_parallel=tensor_parallel or (default_parallel // (pipeline_parallel or 1) or 1),
             pipeline_parallel=pipeline_parallel or 1,
             distributed_backend=table.take("distributed_backend", t.choice(*DISTRIBUTED_BACKENDS)),
-            host=table.take("host", t.nonempty_string, "127.0.0.1"),
+            host=host,
             port=table.take("port", t.port, 0),
             tool_call_parser=table.take("tool_call_parser", t.nonempty_string),
             reasoning_parser=table.take("reasoning_parser", t.nonempty_string),
@@ -234,7 +286,10 @@ class _Reader:
             env=table.take("env", _name, DEFAULT_ENV_FOR_ENGINE[engine]),
             args=table.take("args", t.string_list, ()),
             environment=frozen_mapping(table.take("environment", t.environment, {})),
-            explicit=frozenset(key for key in ("tensor_parallel", "pipeline_parallel", "program") if table.has(key)),
+            explicit=frozenset(key for key in ("tensor_parallel", "pipeline_parallel", "program", "gpus")
+                               if table.has(key)),
+            node=node,
+            advertise=self.cluster.node(node).address if remote and connect_host(host) != host else None,
         )
         table.finish()
         return model
@@ -268,8 +323,12 @@ class _Reader:
             stopwaitsecs=table.take("stopwaitsecs", t.integer(1, 3600), 10),
             stopsignal=table.take("stopsignal", t.choice(*SIGNALS), "TERM"),
             environment=frozen_mapping(table.take("environment", t.environment, {})),
+            node=self._node(table, path),
+            ray_gpus=table.take("ray_gpus", t.integer(0, 100000)),
         )
         table.finish()
+        if program.ray_gpus is not None and self.cluster is None and self.top.has("cluster") is False:
+            self.problems.add(f"{path}.ray_gpus", "waits for GPUs of a Ray cluster, but there is no [cluster] section")
         return program
 
     def _serves(self, raw: Any, path: str) -> Serves | None:

