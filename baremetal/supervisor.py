@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import xml.parsers.expat
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,10 @@ class SupervisorClient:
         except (FileNotFoundError, ConnectionRefusedError):
             raise NotRunningError(f"supervisord is not running (no one answers on {self.socket_path}); "
                                   "start the stack with `baremetal up`") from None
+        except xml.parsers.expat.ExpatError as error:
+            # supervisord copies log bytes into its XML answers unescaped: a program that logs control
+            # characters (Ray's and vLLM's colours) makes the answer unreadable.
+            raise SupervisorError(f"supervisord's answer to {method} could not be read ({error})") from None
         except socket.timeout:
             raise SupervisorError(f"supervisord did not answer on {self.socket_path} in time; it may be "
                                   "overloaded or wedged (see its log under <root>/logs/supervisord.log)") from None
@@ -187,7 +192,19 @@ class SupervisorClient:
         self._call("signalProcess", f"{name}:{name}", signal_name, program=name)
 
     def tail(self, name: str, length: int = 4096, stderr: bool = False) -> str:
-        """The last `length` bytes of a program's log, as supervisord holds it."""
+        """The last `length` bytes of a program's log. Read from the file supervisord writes (its XML-RPC
+        answer breaks on the control characters that Ray and vLLM log); through XML-RPC when the file is
+        not readable here."""
+        info = self.process(name)
+        path = info.stderr_logfile if stderr else info.stdout_logfile
+        if path:
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(0, 2)
+                    handle.seek(max(0, handle.tell() - length))
+                    return handle.read(length).decode("utf-8", errors="replace")
+            except OSError:
+                pass
         method = "tailProcessStderrLog" if stderr else "tailProcessStdoutLog"
         text, _offset, _overflow = self._call(method, f"{name}:{name}", 0, length, program=name)
         return text

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,8 +55,12 @@ class Watchdog:
 
     def __init__(self, config: Any, specs: list[ProgramSpec], supervisor_factory: Callable[[], SupervisorClient],
                  http: Any, monitor: GpuMonitor, events: EventLog, state_file: Path, api_key: str | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, cluster: Any = None, remote: Any = None):
         self.config = config                      # config.model.Watchdog
+        self.cluster = cluster                    # cluster.watch.ClusterWatch on a cluster's head, else None
+        self.remote = remote                      # cluster.remote.RemoteWatch (models on other nodes), else None
+        self.nodes: list[dict] = []
+        self.remote_entries: dict[str, dict] = {}
         self.policy = Policy.from_config(config)
         self.supervisor_factory = supervisor_factory
         self.supervisor = supervisor_factory()
@@ -123,10 +127,14 @@ class Watchdog:
             for watched in idle:
                 self._judge(watched, futures[watched.spec.name].result(), samples, report.faults,
                             daemon_running, now)
+        if self.cluster is not None:
+            self._cluster_tick(now, samples, daemon_running)
+        if self.remote is not None:
+            self._remote_tick(now)
         self.ticks += 1
         self.tick_s = time.monotonic() - began
-        write_state(self.state_file, self.programs_document(), [s.to_json() for s in samples], now,
-                    self.config.interval_s, self.monitor.reason)
+        write_state(self.state_file, self.programs_document() | self.remote_entries, [s.to_json() for s in samples],
+                    now, self.config.interval_s, self.monitor.reason, nodes=self.nodes if self.cluster else None)
 
     def _supervisor_view(self) -> tuple[dict | None, bool]:
         try:
@@ -163,6 +171,36 @@ class Watchdog:
             self._act(watched, decision, samples)
         elif decision.phase != before:
             self._event(decision.phase.value, self._transition_message(decision, observation, now), name)
+
+    def _cluster_tick(self, now: float, samples: list[GpuSample], daemon_running: bool) -> None:
+        """Ray's view of the nodes: say what changed, and restart the programs on Ray once per lost node
+        (vLLM whose node is gone hangs with /health 200 until a 300 s RPC timeout)."""
+        tick = self.cluster.tick(now)
+        self.nodes = [asdict(state) for state in tick.states]
+        for line in tick.events:
+            self._event("node", line)
+        for restart in tick.restarts:
+            watched = self.watched.get(restart.program)
+            if watched is None or watched.job is not None or watched.history.phase in STICKY_PHASES \
+                    or watched.history.phase == Phase.STOPPED:
+                continue
+            if not daemon_running:
+                self._event("node", f"{restart.reason}; not restarting {restart.program}: supervisord is not RUNNING",
+                            restart.program)
+                continue
+            decision = Decision(Phase.RESTARTING, False, restart.reason, Action.RESTART)
+            watched.history = settle(watched.history, decision, now)
+            self._act(watched, decision, samples)
+
+    def _remote_tick(self, now: float) -> None:
+        """Probe the models on other nodes; the gateway routes around those that do not answer."""
+        entries = self.remote.tick(now)
+        for name, entry in entries.items():
+            before = self.remote_entries.get(name)
+            if before is not None and before.get("healthy") != entry.get("healthy"):
+                how = "answers again" if entry.get("healthy") else f"does not answer: {entry.get('reason')}"
+                self._event("remote", f"{name} on node {entry.get('node')} {how}", name)
+        self.remote_entries = entries
 
     def _transition_message(self, decision: Decision, observation: Observation, now: float) -> str:
         if decision.phase == Phase.READY and observation.start_s:
@@ -264,9 +302,16 @@ def serve(stack: Any) -> None:
     # The standard library's client: 0.16 ms of CPU per local request against httpx's 0.8 (measured here),
     # which matters at a few requests per program every second.
     http = LiteClient()
+    cluster = remote = None
+    if stack.cluster is not None and stack.is_head:
+        from baremetal.cluster.remote import RemoteWatch
+        from baremetal.cluster.watch import ClusterWatch
+
+        cluster = ClusterWatch(stack)
+        remote = RemoteWatch(stack, http, config.probe_timeout_s, config.unhealthy_after)
     watchdog = Watchdog(config, program_specs(stack), lambda: SupervisorClient(stack.socket_path, timeout_s=10.0),
                         http, monitor, EventLog(events_path(stack.root)), state_path(stack.root),
-                        api_key=keys[0] if keys else None)
+                        api_key=keys[0] if keys else None, cluster=cluster, remote=remote)
     metrics = MetricsServer(config.metrics_host, config.metrics_port, watchdog.metrics_page)
     metrics.start()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -276,3 +321,5 @@ def serve(stack: Any) -> None:
     finally:
         metrics.stop()
         monitor.close()
+        if remote is not None:
+            remote.close()

@@ -6,7 +6,11 @@ This is a contract with the gateway and `baremetal status`:
      "programs": {PROGRAM: {"phase": "loading|ready|stuck|restarting|failed|given_up|hardware_fault|stopped",
                             "healthy": bool, "reason": "...", "restarts": N, "last_restart_s": epoch | null,
                             ...more keys that readers may ignore}},
-     "gpus": [GpuSample.to_json(), ...]}
+     "gpus": [GpuSample.to_json(), ...],
+     "nodes": [NodeState as a dict, ...]}           # only on the head of a [cluster]
+
+On a cluster's head, "programs" also holds the models on other nodes that the head probes, with
+"remote": true and their "node"; the gateway routes around those that are not healthy.
 
 `phase` "stopped" means stopped on purpose by an operator. `restarts` counts every restart seen since the
 watchdog first ran (by the watchdog, or by supervisord after an exit). A file whose `updated_s` is older
@@ -33,10 +37,13 @@ def state_path(root: Path) -> Path:
 
 
 def write_state(path: Path, programs: dict[str, dict], gpus: list[dict], now_s: float, interval_s: float,
-                nvml: str | None) -> None:
-    """Replace the state file in one step (readers see the old or the new, never half)."""
+                nvml: str | None, nodes: list[dict] | None = None) -> None:
+    """Replace the state file in one step (readers see the old or the new, never half). `nodes`: a cluster
+    head's view of every node."""
     document = {"updated_s": round(now_s, 3), "pid": os.getpid(), "interval_s": interval_s, "nvml": nvml,
                 "programs": programs, "gpus": gpus}
+    if nodes is not None:
+        document["nodes"] = nodes
     atomic_write(Path(path), json.dumps(document, default=str, separators=(",", ":")), durable=False)
 
 

@@ -11,10 +11,12 @@ import psutil
 
 from baremetal.config import load_stack
 from baremetal.generate import generate
+from baremetal.restart import log_tail
 from baremetal.states import ProcessState
 from baremetal.supervisor import SupervisorClient
 from tests.conftest import free_port
 from tests.lifecycle_helpers import wait_for
+from tests.toml_text import toml_value
 
 
 def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):
@@ -48,3 +50,36 @@ def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):
         client.shutdown()
         wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)
     assert not psutil.pid_exists(info.pid)
+
+
+def test_log_tails_of_programs_that_log_control_characters(write_stack, short_tmp):
+    """Ray and vLLM colour their logs: supervisord's XML-RPC log answers break on such bytes (expat refuses
+    them), so the evidence the watchdog keeps and `up`'s failure report come from the files themselves."""
+    script = "import sys, time; print('\\x1b[33mwarning\\x1b[0m ready', flush=True); " \
+             "print('\\x1b[31merror\\x1b[0m', file=sys.stderr, flush=True); time.sleep(600)"
+    stack_file = write_stack(f'''
+        [stack]
+        name = "colours"
+        root = "state"
+        [api]
+        kind = "none"
+        [watchdog]
+        enabled = false
+        [[program]]
+        name = "colourful"
+        command = {toml_value([sys.executable, "-c", script])}
+    ''')
+    stack = load_stack(stack_file)
+    generate(stack)
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
+    client = SupervisorClient(stack.socket_path)
+    try:
+        wait_for(lambda: "ready" in client.tail("colourful"), 15)
+        assert client.tail("colourful") == "\x1b[33mwarning\x1b[0m ready\n"
+        assert client.tail("colourful", stderr=True) == "\x1b[31merror\x1b[0m\n"
+        assert log_tail(client, "colourful") == {"stdout": ["\x1b[33mwarning\x1b[0m ready"],
+                                                 "stderr": ["\x1b[31merror\x1b[0m"]}
+    finally:
+        daemon_pid = client.pid()
+        client.shutdown()
+        wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)

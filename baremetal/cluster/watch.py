@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from baremetal.cluster.members import ALIVE, Membership, NodeState, membership_path, node_states, read_membership
+from baremetal.cluster.members import ALIVE, MISSING, Membership, NodeState, membership_path, node_states, read_membership
 from baremetal.cluster.policy import Restart, known, restarts
 from baremetal.config.model import Stack
 
@@ -37,7 +37,7 @@ def transitions(previous: list[NodeState] | None, current: list[NodeState]) -> l
         old = before.get(state.name)
         if old is not None and old.state == state.state and old.node_id == state.node_id:
             continue
-        if old is None and state.state == ALIVE:
+        if state.state == ALIVE and (old is None or old.state == MISSING):
             lines.append(f"node {state.name} ({state.address}) is in the Ray cluster")
         elif state.state == ALIVE:
             lines.append(f"node {state.name} ({state.address}) is " +

@@ -68,6 +68,19 @@ class ClusterRun:
         membership = read_membership(self.stacks[self.head].root / "run" / "cluster.json")
         return any(node.node_id == node_id and not node.alive for node in (membership.nodes if membership else ()))
 
+    def events(self, node: str, kind: str | None = None, program: str | None = None) -> list[dict]:
+        """The events (of `kind`, for `program`) in `node`'s watchdog event log, oldest first."""
+        from baremetal.events import events_path, read_events
+
+        return [event for event in read_events(events_path(self.stacks[node].root))
+                if kind in (None, event.get("kind")) and program in (None, event.get("program"))]
+
+    def watchdog_entry(self, node: str, program: str) -> dict:
+        """`program`'s entry in `node`'s watchdog state file ({} when there is none yet)."""
+        from baremetal.watchdog_state import read_state, state_path
+
+        return ((read_state(state_path(self.stacks[node].root)) or {}).get("programs") or {}).get(program) or {}
+
     @property
     def head(self) -> str:
         return next(name for name, stack in self.stacks.items() if stack.is_head)
@@ -117,7 +130,6 @@ def cluster_toml(folder: Path, network: netns.Network, ray_python: str, extra: s
         [api]
         {api}
         [watchdog]
-        enabled = false
         [cluster]
         env = "ray"
         object_store_memory = "100MiB"

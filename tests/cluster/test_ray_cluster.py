@@ -187,16 +187,34 @@ def worker_pid(run: ClusterRun) -> int:
 
 
 def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
-    """Cause a loss of w1, time how long the head takes to see it, cure it, time how long until w1 is back."""
+    """Cause a loss of w1, time how long the head takes to see it, cure it, time how long until w1 is back.
+    The head's watchdog restarts the program on Ray once per loss; while w1 is away (frozen, unplugged) it
+    marks w1's FastChat worker unreachable, and the gateway answers at once instead of hanging."""
     before = run.states()["w1"].node_id
     starts = run.ray_starts("w1")
-    started = time.monotonic()
+    restarts = len(run.events("head", "restart", "ray-driver"))
+    started, fault_s = time.monotonic(), time.time()
     cause()
     # Ray declares this incarnation of w1 dead (a killed one may be back, as a new one, by then).
     netns.wait_for(lambda: run.incarnation_dead(before), LOST_S, 0.1, f"Ray declaring w1 ({before}) dead")
     lost_s = time.monotonic() - started
+    try:
+        netns.wait_for(lambda: len(run.events("head", "restart", "ray-driver")) > restarts, 15, 0.2,
+                       "the head's watchdog restarting the program on Ray")
+    except AssertionError as error:
+        recent = "\n".join(f"{e['kind']} {e.get('program')}: {e['message']}" for e in run.events("head")[-15:])
+        raise AssertionError(f"{error}\nthe head's last events:\n{recent}\n{log_of(run, 'head', 'watchdog')}") from None
+    restart = run.events("head", "restart", "ray-driver")[-1]
+    # The test driver's actor on w1 dies with the node, so its /health may fail too (vLLM's would not):
+    # whichever rule sees it first restarts it, once.
+    assert "Ray lost node w1" in restart["message"] or "probes failed" in restart["message"], restart
+    print(f"\n{what}: the head's watchdog restarted ray-driver {restart['time_s'] - fault_s:.1f}s after the fault")
     if cure:
-        print(f"\n{what}: a chat meanwhile: {chat_outcome(run)}")
+        netns.wait_for(lambda: run.watchdog_entry("head", "fastchat-tiny-chat").get("healthy") is False, 30, 0.2,
+                       "the head's watchdog marking w1's worker unreachable")
+        outcome = chat_outcome(run)
+        print(f"\n{what}: a chat meanwhile: {outcome}")
+        assert outcome.startswith("503"), outcome
         cure()
     cured = time.monotonic()
     back_s = run.wait_states({"w1": "alive"}, BACK_S)
@@ -206,8 +224,15 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     print(f"\n{what}: lost after {lost_s:.1f}s, alive again {back_s:.1f}s after the cure, chat through "
           f"the head {time.monotonic() - cured:.1f}s after the cure ({time.monotonic() - started:.1f}s in all)")
     assert after.node_id != before, "w1 came back as a new Ray node"
+    netns.wait_for(lambda: cluster_driver_serves(run), BACK_S, 0.5, "the Ray driver serving again on both nodes")
+    assert len(run.events("head", "restart", "ray-driver")) == restarts + 1, "one restart per loss"
     assert run.states()["head"].state == "alive"
     assert cured
+
+
+def cluster_driver_serves(run: ClusterRun) -> bool:
+    code, body = run.get("head", DRIVER_URL)
+    return code == 200 and len(json.loads(body)["nodes"]) == 2
 
 
 def test_killed_worker_is_seen_lost_and_rejoins(cluster):

@@ -210,4 +210,4 @@ def test_down_leaves_no_process(demo_stack):
     ports = [demo_stack.stack.api.port] + [model.port for model in demo_stack.stack.models]
     assert [port for port in ports if port_in_use("127.0.0.1", port)] == []
     assert demo_stack.baremetal("status", timeout_s=60).returncode == 3
-    assert set(by_program) == {"vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api"}
+    assert set(by_program) == {"vllm-tiny-chat", "vllm-minilm", "vllm-tiny-rerank", "api", "watchdog"}
