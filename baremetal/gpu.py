@@ -158,8 +158,9 @@ class GpuMonitor:
     def count(self) -> int:
         return len(self._handles)
 
-    def start(self) -> bool:
-        """Initialise NVML, find the GPUs and register for Xid events; False (see `reason`) if impossible."""
+    def start(self, xid_events: bool = True) -> bool:
+        """Initialise NVML, find the GPUs and register for Xid events (not for a one-off reading); False
+        (see `reason`) if impossible."""
         try:
             if self._nvml is None:
                 import pynvml
@@ -175,7 +176,8 @@ class GpuMonitor:
         self.reason = None
         self.driver_version = _text(self._query(self._nvml.nvmlSystemGetDriverVersion))
         self._uuids = [_text(self._query(self._nvml.nvmlDeviceGetUUID, handle)) for handle in self._handles]
-        self._register_xid_events()
+        if xid_events:
+            self._register_xid_events()
         return True
 
     def _register_xid_events(self) -> None:

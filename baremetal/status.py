@@ -10,7 +10,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from baremetal.config.model import Stack
 from baremetal.logtail import reverse_lines
@@ -64,6 +64,8 @@ class StackStatus:
     programs: list[ProgramStatus] = field(default_factory=list)
     watchdog_age_s: float | None = None   # None: no watchdog.json; see watchdog_fresh
     watchdog_fresh: bool = False
+    gpus: list[dict] = field(default_factory=list)      # GpuSample.to_json() readings, [] without NVML
+    gpus_from: str | None = None                        # "watchdog" (its last tick) or "nvml" (read now)
 
     @property
     def healthy(self) -> bool:
@@ -114,9 +116,24 @@ def read_watchdog(path: Path, now_s: float, max_age_s: float) -> tuple[dict[str,
     return (views if fresh else {}), age_s, fresh
 
 
+def watchdog_gpus(path: Path, now_s: float, max_age_s: float) -> list[dict] | None:
+    """The GPU readings of a fresh watchdog report; None without one (or when its NVML was not working)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fresh = now_s - float(data["updated_s"]) <= max_age_s
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    gpus = data.get("gpus")
+    if not fresh or data.get("nvml") or not isinstance(gpus, list):
+        return None
+    return [gpu for gpu in gpus if isinstance(gpu, dict)]
+
+
 def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, http: Any, now_s: float,
-            probe_timeout_s: float = 0.5, api_key: str | None = None) -> StackStatus:
-    """Everything `status` shows. Raises NotRunningError when supervisord does not answer."""
+            probe_timeout_s: float = 0.5, api_key: str | None = None,
+            sample_gpus: Callable[[], list[dict]] | None = None) -> StackStatus:
+    """Everything `status` shows. Raises NotRunningError when supervisord does not answer. GPU readings
+    come from the watchdog's last tick, else from `sample_gpus` (NVML now) when a program is pinned to GPUs."""
     infos = client.processes()
     supervisord_pid = client.pid()
     by_spec = {spec.name: spec for spec in specs}
@@ -141,7 +158,13 @@ def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, ht
                            None, spec.gpus, spec.port) for spec in specs if spec.name not in loaded]
     order = {spec.name: index for index, spec in enumerate(specs)}
     rows.sort(key=lambda row: (order.get(row.name, len(order)), row.name))
-    return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh)
+    gpus, gpus_from = watchdog_gpus(stack.root / "run" / "watchdog.json", now_s, max_age_s), "watchdog"
+    if gpus is None:
+        gpus, gpus_from = [], None
+        if sample_gpus is not None and any(spec.gpus for spec in specs):
+            gpus = sample_gpus()
+            gpus_from = "nvml" if gpus else None
+    return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh, gpus, gpus_from if gpus else None)
 
 
 def _row(info: ProcessInfo, spec: ProgramSpec | None, result: ProbeResult | None, spawns: dict[str, int] | None,

@@ -9,7 +9,8 @@ import pytest
 from baremetal.cli.status_view import duration_text, format_table, to_json
 from baremetal.errors import UsageError
 from baremetal.lifecycle import resolve_programs
-from baremetal.status import ProgramStatus, StackStatus, WatchdogView, count_spawns, read_watchdog
+from baremetal.status import (ProgramStatus, StackStatus, WatchdogView, count_spawns, read_watchdog,
+                              watchdog_gpus)
 
 # Lines as supervisord 4 writes them.
 RUN_1 = """2026-01-01 10:00:00,000 INFO supervisord started with pid 100
@@ -120,3 +121,29 @@ def test_json_has_every_field():
     row = data["programs"][0]
     assert row["gpus"] == [0, 1] and row["ready"] is True and row["watchdog"]["phase"] == "serving"
     json.dumps(data)
+
+
+def test_gpu_readings_come_from_a_fresh_watchdog_report_that_had_nvml(short_tmp):
+    path = short_tmp / "watchdog.json"
+    gpu = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_used_bytes": 3 << 30, "memory_total_bytes": 80 << 30}
+    path.write_text(json.dumps({"updated_s": 1000.0, "nvml": None, "programs": {}, "gpus": [gpu]}))
+    assert watchdog_gpus(path, 1005.0, 10) == [gpu]
+    assert watchdog_gpus(path, 1100.0, 10) is None                   # stale: read NVML instead
+    path.write_text(json.dumps({"updated_s": 1000.0, "nvml": "no NVIDIA driver", "programs": {}, "gpus": []}))
+    assert watchdog_gpus(path, 1005.0, 10) is None
+    assert watchdog_gpus(short_tmp / "none.json", 1005.0, 10) is None
+
+
+def test_table_ends_with_the_gpus_and_who_holds_their_memory():
+    gpu = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "temperature_c": 41, "memory_used_bytes": 60 << 30,
+           "memory_total_bytes": 80 << 30, "utilization_gpu_percent": 0, "power_w": 120.0, "power_limit_w": 700.0,
+           "ecc_uncorrected_volatile": 0, "throttle_reasons": ["gpu_idle"],
+           "processes": [{"pid": 10, "memory_used_bytes": 40 << 30}, {"pid": 77, "memory_used_bytes": 20 << 30}]}
+    status = StackStatus("llm", 9, [_row("vllm-a")], gpus=[gpu], gpus_from="watchdog")
+    lines = format_table(status).splitlines()
+    assert lines[-2].split() == ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC", "UNCORR", "THROTTLE",
+                                 "PROCESSES"]
+    assert lines[-1].split() == ["0", "NVIDIA", "H100", "80GB", "HBM3", "41", "C", "60.0/80.0", "GiB", "0%",
+                                 "120/700", "W", "0", "-", "10(vllm-a)", "40.0G,", "77", "20.0G"]
+    assert to_json(status)["gpus"] == [gpu] and to_json(status)["gpus_from"] == "watchdog"
+    assert "NAME" not in format_table(StackStatus("llm", 9, [_row("vllm-a")]))    # no NVML: no GPU table

@@ -217,7 +217,8 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
     except BaremetalError:
         api_key = None      # the probe then reports 401, which says what is wrong
     try:
-        result = collect(stack, known_specs(stack), client, LiteClient(), time.time(), probe_timeout_s, api_key)
+        result = collect(stack, known_specs(stack), client, LiteClient(), time.time(), probe_timeout_s, api_key,
+                         sample_gpus=_gpus_now)
     except NotRunningError:
         from baremetal.daemon import check
 
@@ -239,6 +240,17 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
                        f"({stack.cluster.head.name}) shows every node")
     if not result.healthy or (cluster and not cluster[2]):
         click.get_current_context().exit(1)
+
+
+def _gpus_now() -> list[dict]:
+    """One NVML reading of every GPU (for `status` when no watchdog reports them); [] without NVML."""
+    from baremetal.gpu import GpuMonitor
+
+    monitor = GpuMonitor()
+    try:
+        return [sample.to_json() for sample in monitor.sample()] if monitor.start(xid_events=False) else []
+    finally:
+        monitor.close()
 
 
 def _cluster_status(stack, probe_timeout_s: float) -> tuple[str, dict, bool] | None:

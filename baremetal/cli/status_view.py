@@ -65,7 +65,34 @@ def format_table(status: StackStatus) -> str:
             cells.append(row.watchdog.phase if row.watchdog else "-")
         rows.append(cells)
     notes = [f"{row.name}: {_why(row)}" for row in status.programs if not row.good]
-    return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []))
+    gpus = [] if not status.gpus else ["", table([gpu_row(gpu, _owners(status, gpu)) for gpu in status.gpus],
+                                                 GPU_HEADERS)]
+    return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []) + gpus)
+
+
+GPU_HEADERS = ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC UNCORR", "THROTTLE", "PROCESSES"]
+
+
+def _owners(status: StackStatus, gpu: dict) -> dict[int, str]:
+    """pid -> program for the GPU's processes that are this stack's programs (their main pid)."""
+    by_pid = {row.pid: row.name for row in status.programs if row.pid}
+    return {p["pid"]: by_pid[p["pid"]] for p in gpu.get("processes") or () if p.get("pid") in by_pid}
+
+
+def gpu_row(gpu: dict, owners: dict[int, str | None]) -> list[str]:
+    """One GPU reading (GpuSample.to_json()) as table cells; '-' where the GPU does not report a value."""
+    def value(number, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+        return "-" if number is None else f"{number / scale:.{digits}f}{unit}"
+
+    memory = f"{value(gpu.get('memory_used_bytes'), '', 2**30, 1)}/" \
+             f"{value(gpu.get('memory_total_bytes'), ' GiB', 2**30, 1)}"
+    power = f"{value(gpu.get('power_w'))}/{value(gpu.get('power_limit_w'), ' W')}"
+    held = ", ".join(f"{p['pid']}{'(' + owners[p['pid']] + ')' if owners.get(p['pid']) else ''} "
+                     f"{value(p.get('memory_used_bytes'), 'G', 2**30, 1)}" for p in gpu.get("processes") or ()) or "-"
+    throttle = ",".join(r for r in gpu.get("throttle_reasons") or () if r != "gpu_idle") or "-"
+    return [str(gpu["index"]), gpu.get("name") or "-", value(gpu.get("temperature_c"), " C"), memory,
+            value(gpu.get("utilization_gpu_percent"), "%"), power, value(gpu.get("ecc_uncorrected_volatile")),
+            throttle, held]
 
 
 def _why(row: ProgramStatus) -> str:
@@ -101,4 +128,5 @@ def to_json(status: StackStatus) -> dict[str, Any]:
                 "phase": row.watchdog.phase, "healthy": row.watchdog.healthy, "reason": row.watchdog.reason,
                 "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s},
         } for row in status.programs],
+        "gpus": status.gpus, "gpus_from": status.gpus_from,
     }

@@ -69,6 +69,7 @@ def gpus(as_json: bool) -> None:
     Needs no stack file. Each reading is a value or '-' where the GPU does not report it. On a host
     without an NVIDIA driver it says so and exits 1.
     """
+    from baremetal.cli.status_view import GPU_HEADERS, gpu_row
     from baremetal.gpu import GpuMonitor
     from baremetal.processes import program_of
 
@@ -84,27 +85,13 @@ def gpus(as_json: bool) -> None:
                                  for s in samples]})
         elif available:
             click.echo(f"NVIDIA driver {monitor.driver_version or '?'}; {len(samples)} GPU(s)")
-            click.echo(table([_gpu_row(s, owners) for s in samples],
-                             ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC UNCORR", "THROTTLE", "PROCESSES"]))
+            click.echo(table([gpu_row(s.to_json(), owners) for s in samples], GPU_HEADERS))
         else:
             click.echo(f"No GPUs to show: {monitor.reason}.", err=True)
     finally:
         monitor.close()
     if not available:
         raise click.exceptions.Exit(1)
-
-
-def _gpu_row(sample, owners: dict) -> list[str]:
-    def value(number, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
-        return "-" if number is None else f"{number / scale:.{digits}f}{unit}"
-
-    memory = f"{value(sample.memory_used_bytes, '', 2**30, 1)}/{value(sample.memory_total_bytes, ' GiB', 2**30, 1)}"
-    power = f"{value(sample.power_w)}/{value(sample.power_limit_w, ' W')}"
-    held = ", ".join(f"{p.pid}{'(' + owners[p.pid] + ')' if owners.get(p.pid) else ''} "
-                     f"{value(p.memory_used_bytes, 'G', 2**30, 1)}" for p in sample.processes or ()) or "-"
-    throttle = ",".join(r for r in sample.throttle_reasons or () if r != "gpu_idle") or "-"
-    return [str(sample.index), sample.name or "-", value(sample.temperature_c, " C"), memory,
-            value(sample.utilization_gpu_percent, "%"), power, value(sample.ecc_uncorrected_volatile), throttle, held]
 
 
 COMMANDS = [watchdog, events, gpus]

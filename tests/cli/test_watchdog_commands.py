@@ -50,13 +50,13 @@ def test_events_shows_the_newest_first_filtered_and_as_json(write_stack):
 
 
 def test_gpu_table_row_shows_readings_and_dashes_for_what_nvml_did_not_say():
-    from baremetal.cli.watchdog_commands import _gpu_row
+    from baremetal.cli.status_view import gpu_row
     from baremetal.gpu import GpuProcess, GpuSample
 
     full = GpuSample(index=0, time_s=0, name="NVIDIA H100 80GB HBM3", temperature_c=45, memory_used_bytes=3 << 30,
                      memory_total_bytes=80 << 30, utilization_gpu_percent=97, power_w=312.4, power_limit_w=700.0,
                      ecc_uncorrected_volatile=0, throttle_reasons=("gpu_idle", "hw_thermal"),
                      processes=(GpuProcess(4242, 2 << 30),))
-    assert _gpu_row(full, {4242: "vllm-chat"}) == ["0", "NVIDIA H100 80GB HBM3", "45 C", "3.0/80.0 GiB", "97%",
+    assert gpu_row(full.to_json(), {4242: "vllm-chat"}) == ["0", "NVIDIA H100 80GB HBM3", "45 C", "3.0/80.0 GiB", "97%",
                                                    "312/700 W", "0", "hw_thermal", "4242(vllm-chat) 2.0G"]
-    assert _gpu_row(GpuSample(index=1, time_s=0), {}) == ["1", "-", "-", "-/-", "-", "-/-", "-", "-", "-"]
+    assert gpu_row(GpuSample(index=1, time_s=0).to_json(), {}) == ["1", "-", "-", "-/-", "-", "-/-", "-", "-", "-"]
