@@ -165,7 +165,7 @@ class Check:
         return f"exit {result.returncode}: " + " | ".join(result.stdout.strip().splitlines()[-3:])
 
     def up(self) -> str:
-        result = self.baremetal("up", "--timeout", "420", timeout_s=480)
+        result = self.baremetal("up", "--timeout", "7m", timeout_s=480)
         (self.out / "up.txt").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         return result.stdout.strip().splitlines()[-1]
@@ -301,7 +301,7 @@ def table(results: dict) -> str:
     rows = []
     for name, step in steps.items():
         value = step["value"]
-        text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value)
+        text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else " / ".join(str(value).splitlines())
         rows.append(f"| {name} | {'ok' if step['ok'] else 'FAILED'} | {step['seconds']:.1f} s | {text[:400]} |")
     return "\n".join(["| step | result | time | what it found |", "| --- | --- | --- | --- |"] + rows)
 
