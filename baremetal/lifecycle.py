@@ -22,6 +22,7 @@ from baremetal.ports import port_holder, port_in_use
 from baremetal.readiness import Progress, Waiter, WaitResult
 from baremetal.states import STOPPED_STATES
 from baremetal.supervisor import SupervisorClient
+from baremetal.watchdog_state import state_path
 
 Say = Callable[[str], None]
 LOG_LINES = 20
@@ -174,6 +175,9 @@ def shutdown(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec], s
         ended = daemon.terminate(list(leftovers.values()))
         say(f"ended {len(ended)} process(es) that outlived their program: {', '.join(ended)}")
     daemon.clean_stale(stack, say)
+    # The watchdog's memory (restart budgets, programs given up) is for a running stack; after a full
+    # down the next `up` starts afresh. The event log keeps the history.
+    state_path(stack.root).unlink(missing_ok=True)
 
 
 def up(stack: Stack, say: Say, progress: Progress, wait: bool, timeout_s: float, http: object = None) -> Applied:

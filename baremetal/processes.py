@@ -27,11 +27,22 @@ def describe(process: psutil.Process) -> str:
 
 
 def program_of(pid: int) -> str | None:
-    """The supervisord program a process belongs to, from its environment; None if not ours or unreadable."""
+    """The supervisord program a process belongs to, from its environment or its nearest ancestor's; None
+    if not ours or unreadable. Ancestors count because a process that sets its title (vLLM's
+    `VLLM::EngineCore`, through setproctitle) overwrites its own environment block."""
     try:
-        return psutil.Process(pid).environ().get("SUPERVISOR_PROCESS_NAME")
+        process = psutil.Process(pid)
+        lineage = [process] + process.parents()
     except (psutil.Error, OSError):
         return None
+    for member in lineage:
+        try:
+            name = member.environ().get("SUPERVISOR_PROCESS_NAME")
+        except (psutil.Error, OSError):
+            continue
+        if name:
+            return name
+    return None
 
 
 def tree(pid: int) -> list[psutil.Process]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from baremetal import processes
 from baremetal.config.model import Stack
 from baremetal.logtail import reverse_lines
 from baremetal.plan import ProgramSpec
@@ -66,6 +67,7 @@ class StackStatus:
     watchdog_fresh: bool = False
     gpus: list[dict] = field(default_factory=list)      # GpuSample.to_json() readings, [] without NVML
     gpus_from: str | None = None                        # "watchdog" (its last tick) or "nvml" (read now)
+    gpu_owners: dict[int, str] = field(default_factory=dict)   # pid on a GPU -> the program it belongs to
 
     @property
     def healthy(self) -> bool:
@@ -164,7 +166,26 @@ def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, ht
         if sample_gpus is not None and any(spec.gpus for spec in specs):
             gpus = sample_gpus()
             gpus_from = "nvml" if gpus else None
-    return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh, gpus, gpus_from if gpus else None)
+    return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh, gpus, gpus_from if gpus else None,
+                       gpu_owners(gpus, rows))
+
+
+def gpu_owners(gpus: list[dict], rows: list[ProgramStatus]) -> dict[int, str]:
+    """pid -> program for the processes on the GPUs: members of a program's process tree (vLLM's engine
+    cores and ranks are children of the server supervisord knows), else by their environment."""
+    on_gpu = {p.get("pid") for gpu in gpus for p in gpu.get("processes") or () if isinstance(p, dict)}
+    on_gpu.discard(None)
+    if not on_gpu:
+        return {}
+    owners = {}
+    for row in rows:
+        if row.pid:
+            owners |= {member.pid: row.name for member in processes.tree(row.pid) if member.pid in on_gpu}
+    for pid in on_gpu - owners.keys():
+        name = processes.program_of(pid)
+        if name:
+            owners[pid] = name
+    return owners
 
 
 def _row(info: ProcessInfo, spec: ProgramSpec | None, result: ProbeResult | None, spawns: dict[str, int] | None,

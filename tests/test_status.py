@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import psutil
 import pytest
 
 from baremetal.cli.status_view import duration_text, format_table, to_json
 from baremetal.errors import UsageError
 from baremetal.lifecycle import resolve_programs
-from baremetal.status import (ProgramStatus, StackStatus, WatchdogView, count_spawns, read_watchdog,
+from baremetal.processes import program_of
+from baremetal.status import (ProgramStatus, StackStatus, WatchdogView, count_spawns, gpu_owners, read_watchdog,
                               watchdog_gpus)
 
 # Lines as supervisord 4 writes them.
@@ -139,11 +141,40 @@ def test_table_ends_with_the_gpus_and_who_holds_their_memory():
            "memory_total_bytes": 80 << 30, "utilization_gpu_percent": 0, "power_w": 120.0, "power_limit_w": 700.0,
            "ecc_uncorrected_volatile": 0, "throttle_reasons": ["gpu_idle"],
            "processes": [{"pid": 10, "memory_used_bytes": 40 << 30}, {"pid": 77, "memory_used_bytes": 20 << 30}]}
-    status = StackStatus("llm", 9, [_row("vllm-a")], gpus=[gpu], gpus_from="watchdog")
+    status = StackStatus("llm", 9, [_row("vllm-a")], gpus=[gpu], gpus_from="watchdog", gpu_owners={10: "vllm-a"})
     lines = format_table(status).splitlines()
     assert lines[-2].split() == ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC", "UNCORR", "THROTTLE",
                                  "PROCESSES"]
     assert lines[-1].split() == ["0", "NVIDIA", "H100", "80GB", "HBM3", "41", "C", "60.0/80.0", "GiB", "0%",
                                  "120/700", "W", "0", "-", "10(vllm-a)", "40.0G,", "77", "20.0G"]
     assert to_json(status)["gpus"] == [gpu] and to_json(status)["gpus_from"] == "watchdog"
+    assert to_json(status)["gpu_owners"] == {"10": "vllm-a"}
     assert "NAME" not in format_table(StackStatus("llm", 9, [_row("vllm-a")]))    # no NVML: no GPU table
+
+
+CHILD_OF_A_PROGRAM = """
+import os, subprocess, sys, time
+# A child whose own environment says nothing (as vLLM's engine core, whose title overwrote it).
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={"PATH": os.environ["PATH"]})
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_gpu_processes_are_owned_by_the_program_whose_tree_holds_them():
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", CHILD_OF_A_PROGRAM], stdout=subprocess.PIPE, text=True,
+                              env={"SUPERVISOR_PROCESS_NAME": "vllm-a", "PATH": "/usr/bin:/bin"})
+    try:
+        child = int(server.stdout.readline())
+        gpus = [{"index": 0, "processes": [{"pid": child, "memory_used_bytes": 1 << 30}, {"pid": 1}]}]
+        assert gpu_owners(gpus, [_row("vllm-a", pid=server.pid), _row("api", pid=None)]) == {child: "vllm-a"}
+        # Without the program's pid (the `gpus` command has no stack): found through the parent's environment.
+        assert gpu_owners(gpus, []) == {child: "vllm-a"}
+        assert program_of(child) == "vllm-a" and program_of(1) is None
+    finally:
+        for process in psutil.Process(server.pid).children(recursive=True) + [psutil.Process(server.pid)]:
+            process.kill()
+        server.wait()

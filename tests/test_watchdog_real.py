@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import psutil
 
+from baremetal.config import load_stack
 from baremetal.states import ProcessState
+from baremetal.supervisor import SupervisorClient
+from baremetal.watchdog_state import read_state, state_path
 from tests.conftest import free_port
 from tests.stackrun import SERVER, running_stack, wait_for
 
@@ -128,3 +132,29 @@ def test_nothing_is_restarted_while_supervisord_shuts_down(write_stack):
         psutil.wait_procs([daemon], timeout=60)
         assert run.events(kind="watchdog_stopped")
         assert not run.events("web", "restart")
+
+
+def test_a_full_down_forgets_the_restart_budget(write_stack):
+    """The restart budget and a give-up hold while the stack runs (even across a restart of the watchdog);
+    `baremetal down` of the whole stack ends them, so the next `up` starts with every budget whole."""
+    stack_file = write_stack(stack_text(free_port()))
+    stack = load_stack(stack_file)
+
+    def cli(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "baremetal", "-c", str(stack_file), *words],
+                              capture_output=True, text=True, timeout=120)
+
+    def web() -> dict:
+        return ((read_state(state_path(stack.root)) or {}).get("programs") or {}).get("web") or {}
+    try:
+        assert cli("up", "--timeout", "60s").returncode == 0
+        wait_for(lambda: web().get("phase") == "ready", 30, what="web ready")
+        os.kill(SupervisorClient(stack.socket_path).process("web").pid, signal.SIGSTOP)
+        wait_for(lambda: web().get("phase") == "ready" and web().get("restarts") == 1, 30, what="web restarted")
+        assert cli("down").returncode == 0
+        assert not state_path(stack.root).exists()
+        assert cli("up", "--timeout", "60s").returncode == 0
+        wait_for(lambda: web().get("phase") == "ready", 30, what="web ready after the second up")
+        assert web()["restarts"] == 0 and web()["restart_times_s"] == []
+    finally:
+        cli("down")

@@ -65,18 +65,12 @@ def format_table(status: StackStatus) -> str:
             cells.append(row.watchdog.phase if row.watchdog else "-")
         rows.append(cells)
     notes = [f"{row.name}: {_why(row)}" for row in status.programs if not row.good]
-    gpus = [] if not status.gpus else ["", table([gpu_row(gpu, _owners(status, gpu)) for gpu in status.gpus],
+    gpus = [] if not status.gpus else ["", table([gpu_row(gpu, status.gpu_owners) for gpu in status.gpus],
                                                  GPU_HEADERS)]
     return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []) + gpus)
 
 
 GPU_HEADERS = ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC UNCORR", "THROTTLE", "PROCESSES"]
-
-
-def _owners(status: StackStatus, gpu: dict) -> dict[int, str]:
-    """pid -> program for the GPU's processes that are this stack's programs (their main pid)."""
-    by_pid = {row.pid: row.name for row in status.programs if row.pid}
-    return {p["pid"]: by_pid[p["pid"]] for p in gpu.get("processes") or () if p.get("pid") in by_pid}
 
 
 def gpu_row(gpu: dict, owners: dict[int, str | None]) -> list[str]:
@@ -129,4 +123,5 @@ def to_json(status: StackStatus) -> dict[str, Any]:
                 "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s},
         } for row in status.programs],
         "gpus": status.gpus, "gpus_from": status.gpus_from,
+        "gpu_owners": {str(pid): name for pid, name in status.gpu_owners.items()},
     }
