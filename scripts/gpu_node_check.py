@@ -161,7 +161,7 @@ class Check:
 
     def doctor(self) -> str:
         result = self.baremetal("doctor", timeout_s=180)
-        (self.out / "doctor.txt").write_text(result.stdout + result.stderr)
+        self.results["doctor_output"] = result.stdout + result.stderr
         return f"exit {result.returncode}: " + " | ".join(result.stdout.strip().splitlines()[-3:])
 
     def up(self) -> str:
@@ -270,7 +270,7 @@ class Check:
 
     def down(self) -> dict:
         result = self.baremetal("down", timeout_s=180)
-        (self.out / "down.txt").write_text(result.stdout + result.stderr)
+        self.results["down_output"] = result.stdout + result.stderr
         deadline = time.monotonic() + 30
         while self.gpu0()["processes"] and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -281,11 +281,15 @@ class Check:
                 if self.results["steps"].get("versions", {}).get("ok") else None}
 
     def keep_logs(self) -> None:
+        """The event log, and the last 200 kB of the chat server's and the watchdog's logs (8 files come
+        back from the device: these three, gpu_check.json, status.txt, up.txt, nvml.json, run.log)."""
         state = self.root / "state"
-        for source, name in ((events_path(state), "events.jsonl"), (state / "logs" / "vllm-chat.err.log", "vllm-chat.err.log"),
-                             (state / "logs" / "watchdog.log", "watchdog.log")):
+        if events_path(state).exists():
+            shutil.copyfile(events_path(state), self.out / "events.jsonl")
+        for name in ("vllm-chat.err.log", "watchdog.log"):
+            source = state / "logs" / name
             if source.exists():
-                shutil.copyfile(source, self.out / name)
+                (self.out / name).write_bytes(source.read_bytes()[-200_000:])
 
 
 def free_port() -> int:
