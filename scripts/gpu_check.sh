@@ -7,6 +7,7 @@
 #   call 1  carry [".gpu-carry/p0"]          bash scripts/gpu_check.sh part
 #   call 2  carry [".gpu-carry/p1"]          bash scripts/gpu_check.sh part
 #   call 3  carry [".gpu-carry/p2", ".whl"]  bash scripts/gpu_check.sh run
+#           (on 2 GPUs: `run --tp 2 --backend mp`, or `--backend ray` with Ray carried as wheels too)
 # `run` installs vLLM, its missing imports, supervisor and baremetal into the image's python3 (an env of
 # kind "system"), checks the NVML path (scripts/gpu_check.py), then runs scripts/gpu_node_check.py: the
 # stack up on GPU 0, requests through the gateway, a frozen engine caught and restarted, and down. It
@@ -34,7 +35,8 @@ run)
   python3 -m pip install -q --no-deps --no-index --no-build-isolation .
   echo "installed in $(( $(date +%s) - started ))s"
   python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
-  python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)"
+  shift
+  python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)" "$@"
   ;;
 *)
   echo "usage: scripts/gpu_check.sh part|run   (see the comment at its top)" >&2

