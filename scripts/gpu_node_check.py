@@ -205,7 +205,7 @@ class Check:
             call = named.choices[0].message.tool_calls[0].function
             tool = {"name": call.name, "arguments": json.loads(call.arguments)}
         except Exception as error:  # noqa: BLE001 - recorded (structured output is the part most likely to differ)
-            tool = f"{type(error).__name__}: {str(error)[:300]}"
+            tool = f"{type(error).__name__}: {str(error)[:300]}; directly from vLLM: {self.direct_tool_call()}"
         vectors = client.embeddings.create(model="tiny-embed", input=["a cat sits on the mat", "GPUs"])
         first = vectors.data[0].embedding
         return {"chat": whole.choices[0].message.content, "chat_is_trained_answer":
@@ -213,6 +213,17 @@ class Check:
                 "stream_equals_whole": streamed == whole.choices[0].message.content, "named_tool_call": tool,
                 "embeddings": len(vectors.data), "dimensions": len(first),
                 "norm": round(sum(v * v for v in first) ** 0.5, 4)}
+
+    def direct_tool_call(self) -> str:
+        """The same named tool call sent to the vLLM server itself (is a failure vLLM's or the gateway's?)."""
+        import httpx
+
+        port = load_stack(self.stack_file).models[0].port
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, trust_env=False, json={
+            "model": "tiny-chat", "temperature": 0, "tools": [chats.WEATHER_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "messages": [{"role": "user", "content": chats.WEATHER_QUESTION}]})
+        return f"{answer.status_code} {answer.text[:300]}"
 
     def hang(self) -> dict:
         import httpx
@@ -289,12 +300,12 @@ class Check:
                 if self.results["steps"].get("versions", {}).get("ok") else None}
 
     def keep_logs(self) -> None:
-        """The event log, and the last 200 kB of the chat server's and the watchdog's logs (8 files come
-        back from the device: these three, gpu_check.json, status.txt, up.txt, nvml.json, run.log)."""
+        """The event log, and the last 200 kB of the chat server's two logs (8 files come back from the
+        device: these three, gpu_check.json, status.txt, up.txt, nvml.json, run.log)."""
         state = self.root / "state"
         if events_path(state).exists():
             shutil.copyfile(events_path(state), self.out / "events.jsonl")
-        for name in ("vllm-chat.err.log", "watchdog.log"):
+        for name in ("vllm-chat.err.log", "vllm-chat.log"):
             source = state / "logs" / name
             if source.exists():
                 (self.out / name).write_bytes(source.read_bytes()[-200_000:])
