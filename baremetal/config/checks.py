@@ -145,7 +145,7 @@ def _check_model(model: Model, problems: Problems) -> None:
                              "(--num-gpus); remove this key or use engine = \"vllm\"")
     if model.task != "chat":
         for key in sorted(given & set(CHAT_ONLY)):
-            problems.add(f"{path}.{key}", f"makes no sense for a {model.task} model (task = {model.task!r}); remove it")
+            problems.add(f"{path}.{key}", f"makes no sense for a model with task = {model.task!r}; remove it")
     if model.task == "embed" and model.engine == "fastchat" and not _fastchat_loads_as_encoder(model.path):
         problems.warn(f"{path}.path", "FastChat's model_worker loads an embedding model as an encoder only when "
                       "its path contains \"bge\" or \"e5-\"; any other (e.g. all-MiniLM-L6-v2) loads as a "

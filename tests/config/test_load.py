@@ -113,7 +113,7 @@ BAD = [
     ('[[program]]\nname = "x"\ncommand = ["x"]\nhealth = "http://127.0.0.1:8000/health"\n',
      ["program[0].port: port 8000 is already taken by api.port"]),
     ('[[model]]\nname = "e"\npath = "/m"\ntask = "embed"\ntool_call_parser = "hermes"\n',
-     ["model[0].tool_call_parser: makes no sense for a embed model"]),
+     ["model[0].tool_call_parser: makes no sense for a model with task = 'embed'"]),
     ('[[model]]\nname = "e"\npath = "/m"\nengine = "fastchat"\nprefix_caching = true\n',
      ["model[0].prefix_caching: only vLLM engines use prefix_caching"]),
     ('[[model]]\nname = "r"\npath = "/m"\nengine = "fastchat"\ntask = "rerank"\n',
