@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -17,6 +18,21 @@ from baremetal.supervisor import SupervisorClient
 from tests.conftest import free_port
 from tests.lifecycle_helpers import wait_for
 from tests.toml_text import toml_value
+
+
+@contextlib.contextmanager
+def supervised(stack):
+    """The stack's rendered files under real supervisord; supervisord shut down (and gone) after."""
+    generate(stack)
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
+    client = SupervisorClient(stack.socket_path)
+    try:
+        wait_for(client.is_running, 15)
+        yield client
+    finally:
+        daemon_pid = client.pid()
+        client.shutdown()
+        wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)
 
 
 def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):
@@ -35,20 +51,12 @@ def test_real_supervisord_runs_rendered_files(write_stack, short_tmp):
         health = "http://127.0.0.1:{port}/"
     ''')
     stack = load_stack(stack_file)
-    generate(stack)
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
-    client = SupervisorClient(stack.socket_path)
-    try:
-        wait_for(client.is_running, 15)
+    with supervised(stack) as client:
         info = wait_for(lambda: next((p for p in client.processes() if p.state == ProcessState.RUNNING), None), 15)
         assert info.name == "web" and psutil.pid_exists(info.pid)
         assert stat.S_IMODE(os.stat(stack.socket_path).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(stack.socket_path.parent).st_mode) == 0o700
         assert (stack.logs_dir / "supervisord.log").exists()
-    finally:
-        daemon_pid = client.pid()
-        client.shutdown()
-        wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)
     assert not psutil.pid_exists(info.pid)
 
 
@@ -69,17 +77,9 @@ def test_log_tails_of_programs_that_log_control_characters(write_stack, short_tm
         name = "colourful"
         command = {toml_value([sys.executable, "-c", script])}
     ''')
-    stack = load_stack(stack_file)
-    generate(stack)
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)], check=True)
-    client = SupervisorClient(stack.socket_path)
-    try:
+    with supervised(load_stack(stack_file)) as client:
         wait_for(lambda: "ready" in client.tail("colourful"), 15)
         assert client.tail("colourful") == "\x1b[33mwarning\x1b[0m ready\n"
         assert client.tail("colourful", stderr=True) == "\x1b[31merror\x1b[0m\n"
         assert log_tail(client, "colourful") == {"stdout": ["\x1b[33mwarning\x1b[0m ready"],
                                                  "stderr": ["\x1b[31merror\x1b[0m"]}
-    finally:
-        daemon_pid = client.pid()
-        client.shutdown()
-        wait_for(lambda: not psutil.pid_exists(daemon_pid), 30)
