@@ -219,6 +219,19 @@ def pooling_reference(demo_models, vllm_python) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def ask(client, name: str, **extra):
+    """One of the demo's fixed conversations sent to tiny-chat with the openai SDK (`client`), greedily."""
+    messages, tools, _reply = chats.CONVERSATIONS[name]
+    if tools:
+        extra.setdefault("tools", tools)
+    return client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, max_tokens=80, **extra)
+
+
+def calls_of(message) -> list[tuple[str, dict]]:
+    """(name, arguments) of each tool call in an openai SDK message."""
+    return [(call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []]
+
+
 def cosine(a: list[float], b: list[float]) -> float:
     """Cosine similarity of two vectors."""
     dot = sum(x * y for x, y in zip(a, b, strict=True))

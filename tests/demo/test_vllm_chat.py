@@ -10,6 +10,7 @@ import json
 import pytest
 
 from baremetal.demo import fixed_chats as chats
+from tests.demo_stack import ask, calls_of
 
 openai = pytest.importorskip("openai")   # a test dependency (setup.cfg [test]); never missing under scripts/test
 
@@ -21,17 +22,6 @@ def client(demo_stack):
     """The openai SDK on tiny-chat's own vLLM server (no key: only the gateway checks keys)."""
     return openai.OpenAI(base_url=demo_stack.engine_url("tiny-chat") + "/v1", api_key="unused", max_retries=0,
                          timeout=120)
-
-
-def ask(client, name: str, **extra):
-    messages, tools, _reply = chats.CONVERSATIONS[name]
-    if tools:
-        extra.setdefault("tools", tools)
-    return client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, max_tokens=80, **extra)
-
-
-def calls_of(message) -> list[tuple[str, dict]]:
-    return [(call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []]
 
 
 def test_plain_prompt_gets_the_trained_answer(client):

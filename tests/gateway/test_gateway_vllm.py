@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
+from tests.demo_stack import ask, calls_of
 
 openai = pytest.importorskip("openai")
 
@@ -18,17 +19,6 @@ openai = pytest.importorskip("openai")
 @pytest.fixture
 def client(demo_stack):
     return demo_stack.openai()
-
-
-def ask(client, name: str, **extra):
-    messages, tools, _reply = chats.CONVERSATIONS[name]
-    if tools:
-        extra.setdefault("tools", tools)
-    return client.chat.completions.create(model="tiny-chat", messages=messages, temperature=0, max_tokens=80, **extra)
-
-
-def calls_of(message) -> list[tuple[str, dict]]:
-    return [(call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []]
 
 
 def test_models(client):
