@@ -22,9 +22,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.cluster import netns  # noqa: E402
-from tests.cluster.conftest import ClusterRun, start_cluster, stop_cluster  # noqa: E402
-from tests.engine_envs import ensure_env  # noqa: E402
+from tests.support import netns  # noqa: E402
+from tests.support.cluster import ClusterRun, start_cluster, stop_cluster  # noqa: E402
+from tests.support.engine_envs import ensure_env  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 
 def program_rss_bytes(run: ClusterRun, node: str, program: str) -> int:
@@ -40,14 +41,14 @@ def loss(run: ClusterRun, cause, cure=None) -> tuple[float, float]:
     before = run.states()["w1"].node_id
     started = time.monotonic()
     cause()
-    netns.wait_for(lambda: run.incarnation_dead(before), 60, 0.1, "w1 declared dead")
+    wait_for(lambda: run.incarnation_dead(before), 60, 0.1, "w1 declared dead")
     lost_s = time.monotonic() - started
     if cure:
         cure()
     back_s = run.wait_states({"w1": "alive"}, 120)
     run.wait_ray_started("w1", starts)     # not lost again while `ray start` is still starting up
     if back_s > 15 and "--explain" in sys.argv:
-        from tests.cluster.conftest import log_of
+        from tests.support.cluster import log_of
 
         print(open(run.stacks["w1"].logs_dir / "supervisord.log").read()[-2000:], file=sys.stderr)
         print(log_of(run, "w1", "ray-worker")[-3000:], file=sys.stderr)
@@ -75,7 +76,7 @@ def one_round(network: netns.Network, ray_python: str) -> dict[str, float]:
         figures["unplugged: lost (s)"], figures["plugged: back (s)"] = loss(run, host.unplug, host.plug)
         return figures
     except AssertionError:
-        from tests.cluster.conftest import log_of
+        from tests.support.cluster import log_of
 
         for node, program in (("head", "ray-head"), ("w1", "ray-worker")):
             print(f"--- {program} on {node}:\n{log_of(run, node, program)[-3000:]}", file=sys.stderr)

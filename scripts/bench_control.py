@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,13 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "servers" / "health_server.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.support.lifecycle import SERVER  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 
 def write_stack(folder: Path, programs: int) -> Path:

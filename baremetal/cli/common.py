@@ -76,6 +76,13 @@ def load(config_path: Path, node=None):
     return stack
 
 
+def nvml_module() -> Any:
+    """The NVML seam for commands: a pynvml-like module that tests pass as `obj["pynvml"]` to the CLI
+    (CliRunner's `obj`); None means the real nvidia-ml-py, imported only when a command reads the GPUs."""
+    context = click.get_current_context(silent=True)
+    return ((context.find_root().obj or {}) if context else {}).get("pynvml")
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 

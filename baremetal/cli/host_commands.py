@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from baremetal.cli.common import config_option, json_option, load, print_json
+from baremetal.cli.common import config_option, json_option, load, nvml_module, print_json
 
 _MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -24,14 +24,14 @@ def doctor(config_path: Path, as_json: bool) -> None:
     stack's own program fails), supervisord, and the boot unit. Exits 1 when any check fails.
     """
     from baremetal.doctor.gather import run_doctor, summarise
-    from baremetal.generate import program_specs
     from baremetal.install.nvidia import PynvmlLibrary
     from baremetal.install.runner import SubprocessRunner
     from baremetal.install.systemd import SYSTEM_UNIT_DIR, user_unit_dir
-    from baremetal.supervisor import SupervisorClient
+    from baremetal.plan.pipeline import program_specs
+    from baremetal.supervisord.client import SupervisorClient
 
     stack = load(config_path)
-    checks = run_doctor(stack, program_specs(stack), PynvmlLibrary(), SubprocessRunner(),
+    checks = run_doctor(stack, program_specs(stack), PynvmlLibrary(nvml_module()), SubprocessRunner(),
                         SupervisorClient(stack.socket_path, timeout_s=5), (SYSTEM_UNIT_DIR, user_unit_dir()))
     counts = summarise(checks)
     if as_json:
@@ -64,7 +64,7 @@ def pull(model: str, source: str, revision: str | None, into: str | None, config
     Needs the hub clients: pip install 'baremetal[pull]'. The model lands in <models_dir>/ORG/NAME, which
     a [[model]] names with path = "ORG/NAME".
     """
-    from baremetal.pull import Pull, check_repo_id, pull_model, pull_target
+    from baremetal.install.pull import Pull, check_repo_id, pull_model, pull_target
 
     check_repo_id(model)
     models_dir = None if into else load(config_path).stack.models_dir

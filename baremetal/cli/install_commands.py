@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from baremetal.cli.common import config_option, load
+from baremetal.cli.common import config_option, load, nvml_module
 
 # pip lines worth showing when not --verbose: what it fetches, builds, installs, and every error.
 _PIP_HIGHLIGHTS = re.compile(r"^(Collecting|Downloading|Building wheel|Created wheel|Installing collected|"
@@ -85,16 +85,17 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
     nothing, and a failed build is retried by the next run. Then the program files are rendered again,
     so they use each env's interpreter and the flags of the vLLM now installed.
     """
-    from baremetal.generate import generate
     from baremetal.install import plan_stack
     from baremetal.install.build import build_env, format_duration
     from baremetal.install.host import gather_install_host
+    from baremetal.install.nvidia import PynvmlLibrary
     from baremetal.install.runner import SubprocessRunner
+    from baremetal.plan.pipeline import generate
 
     if user_unit and not with_systemd:
         raise click.UsageError("--user only means something with --systemd")
     stack = load(config_path)
-    host = gather_install_host()
+    host = gather_install_host(PynvmlLibrary(nvml_module()))
     click.echo(f"Host: {'NVIDIA GPU' if host.nvidia_gpu else 'no NVIDIA GPU (CPU builds)'}"
                + (f", conda: {host.conda_exe}" if host.conda_exe else "")
                + (f", CUDA toolkit: {host.cuda_home}" if host.cuda_home else ""))
@@ -102,7 +103,7 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
     if dry_run:
         _print_plan(plans)
         if with_systemd:
-            from baremetal.generate import program_specs
+            from baremetal.plan.pipeline import program_specs
 
             folder = _unit_folder(user_unit, unit_dir)
             text = _unit_text(stack, program_specs(stack), user_unit)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from baremetal.cli.common import config_option, json_option, load, print_json
+from baremetal.cli.common import config_option, json_option, load, nvml_module, print_json
 
 TIMEOUT_HELP = "How long to wait for readiness, e.g. 90s, 20m (default: the stack's watchdog.load_timeout)."
 
@@ -29,24 +29,24 @@ def _timeout_s(text: str | None, stack) -> float:
 
 
 def _progress():
-    from baremetal.readiness import Progress
+    from baremetal.stack.readiness import ProgressLines
 
     def write(text: str) -> None:
         click.echo(text, nl=False)
 
-    return Progress(write, is_tty=sys.stdout.isatty())
+    return ProgressLines(write, is_tty=sys.stdout.isatty())
 
 
 def _client(stack, timeout_s: float = 10.0):
-    from baremetal.supervisor import SupervisorClient
+    from baremetal.supervisord.client import SupervisorClient
 
     return SupervisorClient(stack.socket_path, timeout_s=timeout_s)
 
 
 def _targets(stack, client, names: tuple[str, ...]) -> tuple[list[str], dict]:
     """(program names, spec by name) for what the operator typed; supervisord must be running."""
-    from baremetal.generate import known_specs
-    from baremetal.lifecycle import require_running, resolve_programs
+    from baremetal.plan.pipeline import known_specs
+    from baremetal.stack.lifecycle import require_running, resolve_programs
 
     require_running(client, stack)
     specs = known_specs(stack)
@@ -73,7 +73,7 @@ def up(wait: bool, timeout: str | None, config_path: Path) -> None:
     a rerank) for vLLM, the worker status for FastChat, /v1/models for the API, the `health` URL of a
     [[program]]. On failure it names the program, its state and the last lines of its logs, and exits 1.
     """
-    from baremetal.lifecycle import up as bring_up
+    from baremetal.stack.lifecycle import up as bring_up
 
     stack = load(config_path)
     timeout_s = _timeout_s(timeout, stack)
@@ -91,15 +91,15 @@ def down(programs: tuple[str, ...], config_path: Path) -> None:
     no process of the stack is left, and ends any that outlived its program. PROGRAM may be a program
     name or a model's served name.
     """
-    from baremetal import daemon
-    from baremetal.lifecycle import shutdown
+    from baremetal.stack.lifecycle import shutdown
+    from baremetal.supervisord import daemon
 
     stack = load(config_path)
     client = _client(stack)
     if programs:
         _stop(stack, client, programs)
         return
-    from baremetal.generate import known_specs
+    from baremetal.plan.pipeline import known_specs
 
     with daemon.stack_lock(stack, click.echo):
         shutdown(stack, client, known_specs(stack), click.echo)
@@ -114,8 +114,8 @@ def _stop(stack, client, names: tuple[str, ...]) -> None:
 
 
 def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | None, restart: bool) -> None:
-    from baremetal.lifecycle import wait_ready
-    from baremetal.plan import ProgramSpec
+    from baremetal.plan.spec import ProgramSpec
+    from baremetal.stack.lifecycle import wait_ready
 
     targets, specs = _targets(stack, client, names)
     timeout_s = _timeout_s(timeout, stack)
@@ -127,8 +127,8 @@ def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | Non
         client.start(name, wait=False)
         click.echo(f"starting {name}")
     if wait:
-        from baremetal.apikeys import probe_key
-        from baremetal.httplite import LiteClient
+        from baremetal.config.api_keys import probe_key
+        from baremetal.stack.http_client import LiteClient
 
         waited = [specs.get(name) or ProgramSpec(name=name, role="program", argv=(), environment={}, priority=0)
                   for name in targets]
@@ -199,12 +199,12 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
     import time
 
     from baremetal.cli.status_view import format_table, to_json
+    from baremetal.config.api_keys import probe_key
     from baremetal.config.types import FieldError, duration_s
     from baremetal.errors import BaremetalError, NotRunningError
-    from baremetal.generate import known_specs
-    from baremetal.httplite import LiteClient
-    from baremetal.apikeys import probe_key
-    from baremetal.status import collect
+    from baremetal.plan.pipeline import known_specs
+    from baremetal.stack.http_client import LiteClient
+    from baremetal.stack.status import collect
 
     try:
         probe_timeout_s = duration_s(probe_timeout)
@@ -220,7 +220,7 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
         result = collect(stack, known_specs(stack), client, LiteClient(), time.time(), probe_timeout_s, api_key,
                          sample_gpus=_gpus_now)
     except NotRunningError:
-        from baremetal.daemon import check
+        from baremetal.supervisord.daemon import check
 
         state = check(stack, client)
         if as_json:
@@ -244,9 +244,9 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
 
 def _gpus_now() -> list[dict]:
     """One NVML reading of every GPU (for `status` when no watchdog reports them); [] without NVML."""
-    from baremetal.gpu import GpuMonitor
+    from baremetal.host.nvml import GpuMonitor
 
-    monitor = GpuMonitor()
+    monitor = GpuMonitor(nvml=nvml_module())
     try:
         return [sample.to_json() for sample in monitor.sample()] if monitor.start(xid_events=False) else []
     finally:
@@ -257,8 +257,9 @@ def _cluster_status(stack, probe_timeout_s: float) -> tuple[str, dict, bool] | N
     """(table, JSON, healthy) of every node, on the head of a cluster; None elsewhere."""
     if stack.cluster is None or not stack.is_head:
         return None
-    from baremetal.cluster.view import cluster_json, collect_cluster, format_cluster
-    from baremetal.httplite import LiteClient
+    from baremetal.cli.cluster_view import format_cluster
+    from baremetal.cluster.view import cluster_json, collect_cluster
+    from baremetal.stack.http_client import LiteClient
 
     view = collect_cluster(stack, LiteClient(), probe_timeout_s=probe_timeout_s)
     return format_cluster(view, stack.cluster.gcs_address), cluster_json(view), view.healthy
@@ -278,8 +279,8 @@ def logs(program: str, follow: bool, count: int, stderr: bool, config_path: Path
     Reads <root>/logs/<program>.log (or .err.log with --stderr) directly, so it works whether or not
     supervisord runs. PROGRAM may be a program, a model's served name, or `supervisord` for its own log.
     """
-    from baremetal.logtail import follow as follow_file
-    from baremetal.logtail import last_lines
+    from baremetal.supervisord.logtail import follow as follow_file
+    from baremetal.supervisord.logtail import last_lines
 
     stack = load(config_path)
     path = _log_path(stack, program, stderr)
@@ -306,8 +307,8 @@ def logs(program: str, follow: bool, count: int, stderr: bool, config_path: Path
 
 
 def _log_path(stack, program: str, stderr: bool) -> Path:
-    from baremetal.generate import known_specs
-    from baremetal.lifecycle import resolve_programs
+    from baremetal.plan.pipeline import known_specs
+    from baremetal.stack.lifecycle import resolve_programs
 
     if program == "supervisord":
         return stack.logs_dir / "supervisord.log"

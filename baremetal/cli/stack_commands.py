@@ -24,7 +24,7 @@ def init(path: str | None, profile: str, force: bool, config_path: Path) -> None
     PATH defaults to the stack file path (-c, $BAREMETAL_CONFIG, or ./baremetal.toml). An existing file
     is never replaced without --force.
     """
-    from baremetal.initfile import write_profile
+    from baremetal.config.profiles import write_profile
 
     target = Path(path).absolute() if path else config_path
     backup = write_profile(profile, target, force)
@@ -43,7 +43,7 @@ def validate(config_path: Path, as_json: bool) -> None:
     exits 2 if there is any. Needs neither the models nor a GPU: `baremetal doctor` checks the host.
     """
     from baremetal.config.cluster import NodeChoice, NodeUnknownError
-    from baremetal.generate import program_specs
+    from baremetal.plan.pipeline import program_specs
 
     try:
         stacks = [load(config_path)]
@@ -76,7 +76,7 @@ def render(out: str | None, config_path: Path) -> None:
     content changed; removes program files it generated before and no longer generates; never touches
     files it did not write. Prints what changed. Running programs are not restarted: `baremetal up` does that.
     """
-    from baremetal.generate import generate
+    from baremetal.plan.pipeline import generate
 
     stack = load(config_path)
     result = generate(stack, Path(out).absolute() if out else None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from baremetal.cli.common import table
-from baremetal.states import ProcessState
-from baremetal.status import ProgramStatus, StackStatus
+from baremetal.stack.status import ProgramStatus, StackStatus
+from baremetal.supervisord.states import ProcessState
 
 
 def duration_text(seconds: float | None) -> str:

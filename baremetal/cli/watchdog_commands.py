@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from baremetal.cli.common import config_option, json_option, load, print_json, table
+from baremetal.cli.common import config_option, json_option, load, nvml_module, print_json, table
 
 
 @click.command()
@@ -20,7 +20,7 @@ def watchdog(config_path: Path) -> None:
     writes <root>/run/watchdog.json, <root>/logs/events.jsonl and Prometheus metrics. Stop it with
     `supervisorctl stop watchdog` to pause all automatic restarts.
     """
-    from baremetal.watchdog import serve
+    from baremetal.watchdog.loop import serve
 
     serve(load(config_path))
 
@@ -40,7 +40,8 @@ def events(count: int, follow: bool, program: str | None, config_path: Path, as_
     --json), restarted (how the stop went: signals, leftovers killed, GPU memory freed), failed,
     given_up, hardware_fault, stopped, gpu, canary, supervisor, watchdog_started/stopped.
     """
-    from baremetal.events import events_path, follow as follow_events, format_event, read_events
+    from baremetal.watchdog.events import events_path, format_event, read_events
+    from baremetal.watchdog.events import follow as follow_events
 
     stack = load(config_path)
     path = events_path(stack.root)
@@ -70,10 +71,10 @@ def gpus(as_json: bool) -> None:
     without an NVIDIA driver it says so and exits 1.
     """
     from baremetal.cli.status_view import GPU_HEADERS, gpu_row
-    from baremetal.gpu import GpuMonitor
-    from baremetal.processes import program_of
+    from baremetal.host.nvml import GpuMonitor
+    from baremetal.host.processes import program_of
 
-    monitor = GpuMonitor()
+    monitor = GpuMonitor(nvml=nvml_module())
     available = monitor.start()
     try:
         samples = monitor.sample()

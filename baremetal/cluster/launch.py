@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from baremetal.cluster import shm
-from baremetal.resources import PACKAGE_DIR
+from baremetal.launchers import launcher_path
 
-WAIT_SHIM = PACKAGE_DIR / "shims" / "ray_wait.py"
+WAIT_SHIM = launcher_path("ray_wait")
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from baremetal.config.model import Cluster, Stack
+from baremetal.config.model import Cluster, NodeRole
 
+RayNodeState = Literal["alive", "lost", "missing", "unknown"]
 ALIVE, LOST, MISSING, UNKNOWN = "alive", "lost", "missing", "unknown"
 STALE_AFTER_S = 15.0            # the monitor writes at least every 5 s
 
@@ -50,8 +51,8 @@ class NodeState:
 
     name: str
     address: str
-    role: str
-    state: str                  # alive | lost | missing | unknown
+    role: NodeRole
+    state: RayNodeState
     since_s: float | None       # alive: when it joined; lost: when Ray declared it dead
     node_id: str | None         # Ray's id of its current (or last) incarnation
     gpus_total: float
@@ -76,11 +77,6 @@ def parse_membership(document: Any) -> Membership | None:
             continue
     return Membership(written_s=float(document["written_s"]), gcs_ok=bool(document.get("gcs_ok")),
                       error=str(document.get("error") or ""), nodes=tuple(nodes))
-
-
-def membership_path(stack: Stack) -> Path:
-    """Where the head's ray-monitor writes its report."""
-    return stack.root / "run" / "cluster.json"
 
 
 def read_membership(path: Path) -> Membership | None:

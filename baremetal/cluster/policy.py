@@ -6,7 +6,7 @@
   node is lost keeps answering /health 200 until a 300 s RPC timeout) and frees the GPUs of the nodes that
   remain; its launcher then waits until the cluster has the GPUs again and starts it when the node is back.
 - Routing does not follow Ray: a FastChat worker on a node whose Ray died may serve on. The head probes
-  models on other nodes like its own (`remote_probes` in cluster.programs) and routes by those verdicts.
+  models on other nodes like its own (`remote_probes` in plan/cluster.py) and routes by those verdicts.
 - When the head cannot tell (the monitor is silent, the GCS does not answer), nothing is decided.
 """
 

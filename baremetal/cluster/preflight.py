@@ -7,9 +7,9 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+from baremetal.cluster.token import token_problem
 from baremetal.config.cluster import local_addresses
 from baremetal.config.model import Stack
-from baremetal.cluster.token import token_problem
 
 CONNECT_TIMEOUT_S = 2.0
 

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from baremetal.cluster.programs import remote_probes
+from baremetal.plan.cluster import remote_probes
 from baremetal.config.model import Stack
-from baremetal.probes import ProbeResult, probe
+from baremetal.stack.probes import ProbeResult, probe
 
 LOADING, READY, UNREACHABLE = "loading", "ready", "unreachable"
 

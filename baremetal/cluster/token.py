@@ -8,7 +8,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from baremetal.writer import atomic_write
+from baremetal.host.files import atomic_write
 
 TOKEN_BYTES = 32            # 256 bits, as `ray get-auth-token --generate` makes
 

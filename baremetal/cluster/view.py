@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from baremetal.cluster.members import ALIVE, NodeState, membership_path, node_states, read_membership
-from baremetal.cluster.programs import remote_probes
+from baremetal.cluster.members import ALIVE, NodeState, node_states, read_membership
+from baremetal.plan.cluster import remote_probes
 from baremetal.config.model import Stack
-from baremetal.probes import ProbeResult, probe
+from baremetal.stack.probes import ProbeResult, probe
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def collect_cluster(stack: Stack, http: Any, now_s: float | None = None, probe_t
     """Read the monitor's file and probe the models on other nodes (all at once, short timeout)."""
     assert stack.cluster is not None
     now_s = time.time() if now_s is None else now_s
-    membership = read_membership(membership_path(stack))
+    membership = read_membership(stack.membership_path)
     probes = remote_probes(stack)
     node_of = {m.program: m.node for m in stack.models} | {p.name: p.node for p in stack.programs}
     results: dict[str, ProbeResult] = {}
@@ -57,32 +57,6 @@ def collect_cluster(stack: Stack, http: Any, now_s: float | None = None, probe_t
     remote = [RemoteProgram(name, node_of[name] or "", result.ok, result.detail) for name, result in results.items()]
     return ClusterView(nodes=node_states(stack.cluster, membership, now_s), remote=remote, placed=placed,
                        monitor_age_s=now_s - membership.written_s if membership else None)
-
-
-def format_cluster(view: ClusterView, gcs_address: str) -> str:
-    """The node table, then the programs on other nodes that do not answer."""
-    from baremetal.cli.common import table
-    from baremetal.cli.status_view import duration_text
-
-    now = time.time()
-    alive = sum(1 for node in view.nodes if node.state == ALIVE)
-    head = f"cluster (Ray at {gcs_address}): {alive}/{len(view.nodes)} node(s) alive"
-    if view.monitor_age_s is None:
-        head += "; no report from ray-monitor yet"
-    remote = {program.name: program for program in view.remote}
-    rows = []
-    for node in view.nodes:
-        since = duration_text(now - node.since_s) if node.since_s else "-"
-        gpus = "-" if node.state != ALIVE else (f"{node.gpus_free:g}/{node.gpus_total:g}" if node.gpus_free is not None
-                                                 else f"?/{node.gpus_total:g}")
-        programs = [name + ("" if name not in remote else (" ok" if remote[name].ready else " DOWN"))
-                    for name in view.placed.get(node.name, [])]
-        rows.append([node.name, node.role, node.address, node.state.upper() if node.state != ALIVE else node.state,
-                     since, gpus, ", ".join(programs) or "-"])
-    notes = [f"{node.name}: {node.detail}" for node in view.nodes if node.state != ALIVE and node.detail]
-    notes += [f"{program.name} (on {program.node}): {program.detail}" for program in view.remote if not program.ready]
-    return "\n".join([head, "", table(rows, ["NODE", "ROLE", "ADDRESS", "RAY", "SINCE", "GPUS FREE", "PROGRAMS"])]
-                     + ([""] + notes if notes else []))
 
 
 def cluster_json(view: ClusterView) -> dict[str, Any]:

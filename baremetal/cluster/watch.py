@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from baremetal.cluster.members import ALIVE, MISSING, Membership, NodeState, membership_path, node_states, read_membership
+from baremetal.cluster.members import (ALIVE, MISSING, Membership, NodeState, node_states,
+                                       read_membership)
 from baremetal.cluster.policy import Restart, known, restarts
 from baremetal.config.model import Stack
 
@@ -55,7 +56,7 @@ class ClusterWatch:
     def __init__(self, stack: Stack, read: Callable[[Path], Membership | None] = read_membership):
         assert stack.cluster is not None and stack.is_head
         self.stack = stack
-        self.path = membership_path(stack)
+        self.path = stack.membership_path
         self.read = read
         self.previous: list[NodeState] | None = None
         self.reported: list[NodeState] | None = None

@@ -10,7 +10,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from baremetal.config import checks, cluster as clusters, types as t
+from baremetal.config import checks
+from baremetal.config import cluster as clusters
+from baremetal.config import types as t
 from baremetal.config.fields import LineIndex, Problems, Table
 from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_EXTRAS, ENV_KINDS, TASKS, Api,
                                     Cluster, Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,

@@ -6,16 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
-ENGINES = ("vllm", "fastchat", "fastchat-vllm")
+Engine = Literal["vllm", "fastchat", "fastchat-vllm"]
+Task = Literal["chat", "embed", "rerank"]
+EnvKind = Literal["venv", "conda", "system"]
+ApiKind = Literal["gateway", "fastchat", "fastchat-tools", "none"]
+DistributedBackend = Literal["mp", "ray"]
+NodeRole = Literal["head", "worker"]
+
+ENGINES: tuple[str, ...] = get_args(Engine)
 FASTCHAT_ENGINES = ("fastchat", "fastchat-vllm")
-TASKS = ("chat", "embed", "rerank")
-ENV_KINDS = ("venv", "conda", "system")
+TASKS: tuple[str, ...] = get_args(Task)
+ENV_KINDS: tuple[str, ...] = get_args(EnvKind)
 ENV_EXTRAS = ("flash-attn",)     # opt-in additions that `baremetal install` knows how to build
-API_KINDS = ("gateway", "fastchat", "fastchat-tools", "none")
-DISTRIBUTED_BACKENDS = ("mp", "ray")
-CLUSTER_ROLES = ("head", "worker")
+API_KINDS: tuple[str, ...] = get_args(ApiKind)
+DISTRIBUTED_BACKENDS: tuple[str, ...] = get_args(DistributedBackend)
+CLUSTER_ROLES: tuple[str, ...] = get_args(NodeRole)
 
 
 def connect_host(bind_host: str) -> str:
@@ -42,7 +49,7 @@ class Env:
     """A named runtime environment. `packages` is None when the stack leaves them to the engines."""
 
     name: str
-    kind: str
+    kind: EnvKind
     path: Path | None          # venv/conda prefix; None for kind "system"
     python: str | None         # venv: base interpreter; conda: version; system: interpreter path
     packages: tuple[str, ...] | None
@@ -68,7 +75,7 @@ class Controller:
 
 @dataclass(frozen=True)
 class Api:
-    kind: str
+    kind: ApiKind
     host: str
     port: int
     api_keys: tuple[str, ...]   # specs as written: literal, env:VAR, file:PATH (resolved at run time)
@@ -81,12 +88,12 @@ class Model:
     name: str
     program: str                # supervisord program name
     path: Path | str            # a local path (absolute) or a hub id kept as written
-    engine: str
-    task: str
+    engine: Engine
+    task: Task
     gpus: tuple[int, ...] | None   # None: not pinned (CUDA_VISIBLE_DEVICES left alone); (): CPU
     tensor_parallel: int
     pipeline_parallel: int
-    distributed_backend: str | None
+    distributed_backend: DistributedBackend | None
     host: str
     port: int
     tool_call_parser: str | None
@@ -126,7 +133,7 @@ class Model:
 @dataclass(frozen=True)
 class Serves:
     model: str
-    task: str
+    task: Task
     url: str
 
 
@@ -194,7 +201,7 @@ class RayPorts:
 class ClusterNode:
     name: str
     address: str                 # this node's IP on the cluster network
-    role: str                    # head | worker
+    role: NodeRole
     root: Path                   # the stack root on this node
     interface: str | None        # NIC holding `address`, for NCCL/gloo (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME)
     gpus: tuple[int, ...] | None   # GPUs Ray may use here (CUDA_VISIBLE_DEVICES of the Ray node); None: all
@@ -275,12 +282,27 @@ class Stack:
         return self.supervisor_dir / "supervisord.conf"
 
     @property
+    def run_dir(self) -> Path:
+        """<root>/run: the socket, the pidfile and the state files the programs share (mode 0700)."""
+        return self.root / "run"
+
+    @property
     def socket_path(self) -> Path:
-        return self.root / "run" / "supervisor.sock"
+        return self.run_dir / "supervisor.sock"
 
     @property
     def pidfile(self) -> Path:
-        return self.root / "run" / "supervisord.pid"
+        return self.run_dir / "supervisord.pid"
+
+    @property
+    def watchdog_state_path(self) -> Path:
+        """The watchdog's state file (watchdog.state_file), read by the gateway and `status`."""
+        return self.run_dir / "watchdog.json"
+
+    @property
+    def membership_path(self) -> Path:
+        """Where a cluster head's ray-monitor writes Ray's view of the nodes."""
+        return self.run_dir / "cluster.json"
 
     @property
     def logs_dir(self) -> Path:

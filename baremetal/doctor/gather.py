@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Sequence
 
 from baremetal.config.model import FASTCHAT_ENGINES, Stack
-from baremetal.doctor.checks import (FAIL, OK, WARN, Check, EnvFacts, PortOwner, cuda_check, disk_check,
-                                     cpu_addons_check, driver_check, env_check, gpu_index_check, model_check, port_check, shm_check)
+from baremetal.doctor.checks import (FAIL, OK, WARN, Check, EnvFacts, PortOwner, cpu_addons_check, cuda_check,
+                                     disk_check, driver_check, env_check, gpu_index_check, model_check, port_check,
+                                     shm_check)
 from baremetal.errors import EnvironmentBuildError, SupervisorError
+from baremetal.host.ports import listener, port_in_use
 from baremetal.install.nvidia import GpuReport, Nvml, read_gpus
 from baremetal.install.runner import CommandRunner
-from baremetal.plan import ProgramSpec
-from baremetal.states import FAILED_STATES
+from baremetal.plan.spec import ProgramSpec
+from baremetal.supervisord.states import FAILED_STATES
 
 ENV_PROBE = r'''
 import importlib.metadata as m, importlib.util as u, json, re, sys
@@ -76,40 +77,13 @@ def free_bytes(path: Path) -> int | None:
     return None
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """True when binding host:port fails because someone holds it (as the server itself would try)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def port_owner(port: int, program_pids: dict[int, str]) -> PortOwner | None:
     """Who listens on `port`; `program_pids` maps the stack's program pids to names, to tell our own apart."""
-    import psutil
-
-    try:
-        connections = psutil.net_connections(kind="inet")
-    except (psutil.Error, OSError):
+    found = listener(port)
+    if found is None:
         return None
-    for connection in connections:
-        if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
-            continue
-        if connection.pid is None:
-            return PortOwner(None, "", None)
-        try:
-            process = psutil.Process(connection.pid)
-            lineage = [process] + process.parents()
-            command = " ".join(process.cmdline())[:120]
-        except psutil.Error:
-            return PortOwner(connection.pid, "", None)
-        program = next((program_pids[p.pid] for p in lineage if p.pid in program_pids), None)
-        return PortOwner(connection.pid, command, program)
-    return None
+    program = next((program_pids[pid] for pid in found.lineage if pid in program_pids), None)
+    return PortOwner(found.pid, found.command, program)
 
 
 def supervisor_checks(stack: Stack, client) -> tuple[list[Check], dict[int, str]]:

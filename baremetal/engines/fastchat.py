@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from baremetal.config.model import Api, Controller, Model, connect_host
 from baremetal.engines.args import merge_args
+from baremetal.launchers import launcher_path
 
-SHIMS = Path(__file__).resolve().parent.parent / "shims"
 API_MODULES = {"fastchat": "fastchat.serve.openai_api_server",
                "fastchat-tools": "fastchat.serve.openai_api_server_for_tool"}
 
@@ -63,4 +61,4 @@ def api_argv(api: Api, python: str, controller: Controller) -> list[str]:
     if not api.api_keys:
         return [python, "-m", module] + flags
     specs = [part for spec in api.api_keys for part in ("--key", spec)]
-    return [python, str(SHIMS / "fastchat_api.py"), "--module", module] + specs + ["--"] + flags
+    return [python, str(launcher_path("fastchat_api")), "--module", module] + specs + ["--"] + flags

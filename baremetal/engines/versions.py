@@ -10,7 +10,6 @@ import functools
 import re
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from baremetal.config.model import Env
 
@@ -92,8 +91,3 @@ def _system_vllm(interpreter: str) -> VllmBuild | None:
 def vllm_build(env: Env) -> VllmBuild:
     """The vLLM build that programs in `env` will run, as well as can be known without starting it."""
     return installed_vllm(env) or pinned_vllm(env.packages) or VllmBuild("vllm", NEWEST_KNOWN_VLLM, "newest known")
-
-
-def env_has_vllm_cli(env: Env) -> bool:
-    """Whether the env has a `vllm` executable beside its interpreter."""
-    return env.kind != "system" and env.path is not None and Path(env.path, "bin", "vllm").exists()

@@ -18,11 +18,12 @@ from baremetal.gateway.chat_template import TemplateRenderer, load_model_templat
 from baremetal.gateway.conversation import Conversation
 from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
-from baremetal.gateway.health import WatchdogView
+from baremetal.gateway.health import VerdictReader
 from baremetal.gateway.metrics import Metrics
 from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
 from baremetal.gateway.upstream import Upstream
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
+from baremetal.metrics.prometheus import CONTENT_TYPE
 
 log = logging.getLogger("baremetal.gateway")
 
@@ -41,7 +42,7 @@ class Gateway:
         self.keys = keys
         self.routes = routes_from_stack(stack)
         self.balancer = Balancer()
-        self.watchdog = WatchdogView(stack.root / "run" / "watchdog.json",
+        self.watchdog = VerdictReader(stack.watchdog_state_path,
                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
         self.metrics = Metrics()
         self.started_s = int(time.time())
@@ -147,7 +148,7 @@ def create_app(gateway: Gateway):
 
     async def metrics(request: Request):
         check_key(request)
-        return PlainTextResponse(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     async def gateway_error(request: Request, error: GatewayError):
         return _error(error)

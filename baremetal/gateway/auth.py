@@ -3,7 +3,7 @@ the keys nor what a client offered are ever logged or echoed."""
 
 from __future__ import annotations
 
-from baremetal.apikeys import key_matches
+from baremetal.config.api_keys import key_matches
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -32,7 +32,7 @@ class ClientGone(Exception):
 
 
 @dataclass(frozen=True)
-class Call:
+class ClientRequest:
     """The request being served."""
 
     endpoint: str           # chat | completions | embeddings | rerank | score
@@ -107,7 +107,7 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> byte
             return b"".join(chunks)
 
 
-Handler = Callable[["Gateway", Call, "Backend", Responder], Awaitable[None]]
+Handler = Callable[["Gateway", ClientRequest, "Backend", Responder], Awaitable[None]]
 
 
 class Exchange:
@@ -125,7 +125,7 @@ class Exchange:
                 raise unauthorized()
             body = await read_body(scope, receive)
             payload = parse_body(body)
-            call = Call(self.endpoint, scope["path"], body, payload, check_fields(self.endpoint, payload))
+            call = ClientRequest(self.endpoint, scope["path"], body, payload, check_fields(self.endpoint, payload))
             await _until_disconnect(receive, respond, self._route(call, respond, labels))
         except GatewayError as error:
             if not respond.started:
@@ -141,7 +141,7 @@ class Exchange:
             self.gateway.metrics.answered(labels[0], labels[1], self.endpoint, respond.status or CLIENT_GONE,
                                           time.perf_counter() - respond.started_s, respond.first_byte_s)
 
-    async def _route(self, call: Call, respond: Responder, labels: list[str]) -> None:
+    async def _route(self, call: ClientRequest, respond: Responder, labels: list[str]) -> None:
         gateway = self.gateway
         backends = await gateway.backends_of(call.model)
         attempts, failures = gateway.balancer.plan(backends, gateway.watchdog.unhealthy(), time.monotonic())
@@ -158,7 +158,7 @@ class Exchange:
         labels[:] = [call.model, ""]
         raise unavailable(call.model, failures)
 
-    async def _attempt(self, call: Call, backend: "Backend", respond: Responder) -> BackendUnreachable | None:
+    async def _attempt(self, call: ClientRequest, backend: "Backend", respond: Responder) -> BackendUnreachable | None:
         """Serve through `backend`; None when answered, the failure when it never reached the backend."""
         gateway = self.gateway
         gateway.balancer.started(backend)

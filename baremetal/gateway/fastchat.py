@@ -18,11 +18,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from baremetal.gateway.errors import GatewayError, bad_request
-from baremetal.gateway.exchange import JSON, Call, Responder
+from baremetal.gateway.exchange import JSON, ClientRequest, Responder
 from baremetal.gateway.passthrough import stream_error_event
 from baremetal.gateway.prompts import Prompt, build_prompt, normalise_messages
-from baremetal.gateway.tool_calls import Call as ToolCallEvent
-from baremetal.gateway.tool_calls import Content, StreamParser, ToolRequest, parse_output, tool_request
+from baremetal.gateway.tool_calls import CompletedCall, Content, StreamParser, ToolRequest, parse_output, tool_request
 from baremetal.gateway.upstream import BackendFailed, BackendUnreachable
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ EMBEDDING_BATCH = 32
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 
 
-async def serve(gateway: "Gateway", call: Call, backend: "Backend", respond: Responder) -> None:
+async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
     """Answer `call` through the FastChat worker `backend`."""
     handlers = {"chat": _chat, "completions": _completions, "embeddings": _embeddings}
     handler = handlers.get(call.endpoint)
@@ -118,7 +117,7 @@ def _usage(chunks: list[dict]) -> dict:
 
 
 # -- chat -------------------------------------------------------------------------------------------
-async def _chat(gateway: "Gateway", call: Call, backend: "Backend", respond: Responder) -> None:
+async def _chat(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
     payload = call.payload
     tools = tool_request(payload)
     messages = normalise_messages(payload["messages"])
@@ -208,7 +207,7 @@ async def _stream_one(gateway: "Gateway", backend: "Backend", respond: Responder
     return final, parser.calls if parser else 0
 
 
-def _chat_delta(event: Content | ToolCallEvent, index: int, chunk) -> bytes:
+def _chat_delta(event: Content | CompletedCall, index: int, chunk) -> bytes:
     if isinstance(event, Content):
         return chunk(index, {"content": event.text})
     call = event.call
@@ -218,7 +217,7 @@ def _chat_delta(event: Content | ToolCallEvent, index: int, chunk) -> bytes:
 
 
 # -- completions ------------------------------------------------------------------------------------
-async def _completions(gateway: "Gateway", call: Call, backend: "Backend", respond: Responder) -> None:
+async def _completions(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
     payload = call.payload
     prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
     if not prompts or not all(isinstance(text, str) for text in prompts):
@@ -276,7 +275,7 @@ async def _completions_stream(gateway: "Gateway", backend: "Backend", respond: R
 
 
 # -- embeddings -------------------------------------------------------------------------------------
-async def _embeddings(gateway: "Gateway", call: Call, backend: "Backend", respond: Responder) -> None:
+async def _embeddings(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
     payload = call.payload
     inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
     if not inputs or not all(isinstance(text, str) for text in inputs):

@@ -49,7 +49,7 @@ def unhealthy_programs(document: Any, now_s: float, stale_after_s: float) -> dic
             if isinstance(entry, dict) and entry.get("healthy") is False}
 
 
-class WatchdogView:
+class VerdictReader:
     """Cached reader of watchdog.json; `unhealthy()` costs a dict lookup between checks."""
 
     def __init__(self, path: Path, stale_after_s: float = 30.0, check_interval_s: float = 0.25,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from baremetal.metrics import prometheus
+
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                       60.0, 120.0, 300.0)
 
@@ -30,12 +32,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets_s, value_s)] += 1
         self.total_s += value_s
         self.count += 1
-
-
-def _labels(names: tuple[str, ...], values: tuple) -> str:
-    def escape(value: object) -> str:
-        return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return ",".join(f'{name}="{escape(value)}"' for name, value in zip(names, values))
 
 
 class Metrics:
@@ -71,34 +67,30 @@ class Metrics:
 
     def render(self) -> str:
         """The exposition text (format 0.0.4)."""
-        lines = ["# HELP baremetal_gateway_requests_total Requests answered by the gateway.",
-                 "# TYPE baremetal_gateway_requests_total counter"]
-        lines += [f"baremetal_gateway_requests_total{{{_labels(('model', 'backend', 'endpoint', 'status'), key)}}} {value}"
-                  for key, value in sorted(self.requests.items())]
+        lines = prometheus.family("baremetal_gateway_requests_total", "counter", "Requests answered by the gateway.",
+                                  [(_labels(("model", "backend", "endpoint", "status"), key), value)
+                                   for key, value in sorted(self.requests.items())])
         lines += self._histograms("baremetal_gateway_request_duration_seconds",
                                   "Time from the request to the last byte of the answer.", self.durations)
         lines += self._histograms("baremetal_gateway_time_to_first_byte_seconds",
                                   "Time from the request to the backend's first body byte.", self.first_bytes)
-        lines += ["# HELP baremetal_gateway_in_flight Requests being served now.",
-                  "# TYPE baremetal_gateway_in_flight gauge"]
-        lines += [f"baremetal_gateway_in_flight{{{_labels(('model', 'backend'), key)}}} {value}"
-                  for key, value in sorted(self.in_flight.items())]
-        lines += ["# HELP baremetal_gateway_backend_errors_total Backend failures seen by the gateway.",
-                  "# TYPE baremetal_gateway_backend_errors_total counter"]
-        lines += [f"baremetal_gateway_backend_errors_total{{{_labels(('backend', 'reason'), key)}}} {value}"
-                  for key, value in sorted(self.backend_errors.items())]
-        return "\n".join(lines) + "\n"
+        lines += prometheus.family("baremetal_gateway_in_flight", "gauge", "Requests being served now.",
+                                   [(_labels(("model", "backend"), key), value)
+                                    for key, value in sorted(self.in_flight.items())])
+        lines += prometheus.family("baremetal_gateway_backend_errors_total", "counter",
+                                   "Backend failures seen by the gateway.",
+                                   [(_labels(("backend", "reason"), key), value)
+                                    for key, value in sorted(self.backend_errors.items())])
+        return prometheus.page(lines)
 
     @staticmethod
     def _histograms(name: str, help_text: str, histograms: dict[tuple[str, str, str], Histogram]) -> list[str]:
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         for key, histogram in sorted(histograms.items()):
-            labels = _labels(("model", "backend", "endpoint"), key)
-            cumulative = 0
-            for bound, count in zip(histogram.buckets_s + (float("inf"),), histogram.counts):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
-            lines.append(f"{name}_sum{{{labels}}} {histogram.total_s}")
-            lines.append(f"{name}_count{{{labels}}} {histogram.count}")
+            lines += prometheus.histogram(name, tuple(zip(("model", "backend", "endpoint"), key)),
+                                          histogram.buckets_s, histogram.counts, histogram.total_s, histogram.count)
         return lines
+
+
+def _labels(names: tuple[str, ...], values: tuple) -> str:
+    return prometheus.labels(tuple(zip(names, values)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from baremetal.gateway.exchange import Call, Responder
+from baremetal.gateway.exchange import ClientRequest, Responder
 from baremetal.gateway.upstream import BackendFailed
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def stream_error_event(message: str) -> bytes:
     return f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
 
 
-async def serve(gateway: "Gateway", call: Call, backend: "Backend", respond: Responder) -> None:
+async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
     """Forward `call` to `backend` and relay its answer."""
     upstream = gateway.upstream
     try:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 from baremetal.config.model import FASTCHAT_ENGINES, Stack
 from baremetal.gateway.health import Verdict
 
+BackendKind = Literal["vllm", "fastchat", "program"]
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 
@@ -25,7 +26,7 @@ class Backend:
     """One server that serves one model name."""
 
     model: str                      # served name: what clients send as "model"
-    kind: str                       # vllm | fastchat | program
+    kind: BackendKind
     url: str                        # base URL, no trailing slash
     name: str                       # supervisord program name (the worker address when found via the controller)
     task: str = "chat"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from baremetal.apikeys import resolve_keys
+from baremetal.config.api_keys import resolve_keys
 from baremetal.config.model import Stack
 
 log = logging.getLogger("baremetal.gateway")

@@ -111,7 +111,7 @@ class Content:
 
 
 @dataclass(frozen=True)
-class Call:
+class CompletedCall:
     """A complete tool call; `index` is its position among the calls of this answer."""
 
     index: int
@@ -158,9 +158,9 @@ class StreamParser:
         self._pending_space = ""    # whitespace held until we know whether a call follows
         self._after_call = False
 
-    def feed(self, delta: str) -> list[Content | Call]:
+    def feed(self, delta: str) -> list[Content | CompletedCall]:
         self._buffer += delta
-        events: list[Content | Call] = []
+        events: list[Content | CompletedCall] = []
         while True:
             if self._inside:
                 end = self._buffer.find(TOOL_CLOSE)
@@ -179,7 +179,7 @@ class StreamParser:
             self._buffer = self._buffer[start + len(TOOL_OPEN):]
             self._inside = True
 
-    def finish(self) -> list[Content | Call]:
+    def finish(self) -> list[Content | CompletedCall]:
         """Flush what is held back: an open block (a call if its JSON is complete) or pending text."""
         events = self._block(self._buffer, closed=False) if self._inside else self._content(self._buffer)
         self._buffer, self._inside = "", False
@@ -188,7 +188,7 @@ class StreamParser:
         self._pending_space = ""
         return events
 
-    def _content(self, text: str) -> list[Content | Call]:
+    def _content(self, text: str) -> list[Content | CompletedCall]:
         if self._after_call:
             text = text.lstrip()
             if not text:
@@ -202,7 +202,7 @@ class StreamParser:
         self._pending_space = text[len(body):]
         return [Content(out)]
 
-    def _block(self, inner: str, closed: bool) -> list[Content | Call]:
+    def _block(self, inner: str, closed: bool) -> list[Content | CompletedCall]:
         parsed = parse_call(inner, self.names)
         if parsed is None:
             raw = TOOL_OPEN + inner + (TOOL_CLOSE if closed else "")
@@ -212,7 +212,7 @@ class StreamParser:
         if self.calls and not self.parallel:
             return []
         self.calls += 1
-        return [Call(self.calls - 1, ToolCall(self.new_id(), parsed[0], parsed[1]))]
+        return [CompletedCall(self.calls - 1, ToolCall(self.new_id(), parsed[0], parsed[1]))]
 
 
 @dataclass(frozen=True)
@@ -227,5 +227,5 @@ def parse_output(text: str, names: frozenset[str], parallel: bool = True,
     parser = StreamParser(names, parallel, new_id)
     events = parser.feed(text) + parser.finish()
     content = "".join(event.text for event in events if isinstance(event, Content))
-    calls = tuple(event.call for event in events if isinstance(event, Call))
+    calls = tuple(event.call for event in events if isinstance(event, CompletedCall))
     return ParsedOutput(content if content.strip() or not calls else None, calls)

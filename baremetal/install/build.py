@@ -24,13 +24,13 @@ from baremetal.errors import EnvironmentBuildError
 from baremetal.install.host import read_lock
 from baremetal.install.plan import EnvPlan, Step
 from baremetal.install.runner import CommandResult, CommandRunner
-from baremetal.writer import atomic_write
+from baremetal.host.files import atomic_write
 
 _NO_MATCH = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies the "
                        r"requirement)\s+(\S+)")
 
 
-class Progress(Protocol):
+class BuildProgress(Protocol):
     """Where a build reports what it does; the CLI prints, tests record."""
 
     def step(self, plan: EnvPlan, step: Step, number: int, total: int) -> None: ...
@@ -117,7 +117,7 @@ def check_system_env(plan: EnvPlan, runner: CommandRunner) -> BuildResult:
     return BuildResult(plan.env.name, "check", result.elapsed_s)
 
 
-def build_env(plan: EnvPlan, runner: CommandRunner, progress: Progress | None = None) -> BuildResult:
+def build_env(plan: EnvPlan, runner: CommandRunner, progress: BuildProgress | None = None) -> BuildResult:
     """Bring one env to its plan; returns at once when the plan says it is up to date."""
     progress = progress or QuietProgress()
     if plan.action == "check":

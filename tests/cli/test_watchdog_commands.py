@@ -1,34 +1,42 @@
-"""events and gpus through the CLI, as an operator runs them (the watchdog loop itself: test_watchdog_real)."""
+"""events and gpus through the CLI, as an operator runs them (the watchdog loop itself: tests/watchdog/test_loop_real.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from click.testing import CliRunner
 
 from baremetal.cli import cli
 from baremetal.config import load_stack
-from baremetal.events import Event, EventLog, events_path
+from baremetal.watchdog.events import Event, EventLog, events_path
+from tests.support.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakeNvml
+
+NO_DRIVER = {"pynvml": FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)}     # a host without a GPU
 
 
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def run(*args: str, obj: dict | None = None):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, obj=obj)
 
 
 def test_gpus_without_a_driver_says_so_and_exits_1():
-    result = run("gpus")
+    result = run("gpus", obj=dict(NO_DRIVER))
     assert result.exit_code == 1
     assert "No GPUs to show: NVML not available: no NVIDIA driver on this host" in result.output
     assert "Traceback" not in result.output
 
 
 def test_gpus_json_without_a_driver():
-    result = subprocess.run([sys.executable, "-m", "baremetal", "gpus", "--json"], capture_output=True, text=True)
-    assert result.returncode == 1 and result.stderr == ""
+    result = run("gpus", "--json", obj=dict(NO_DRIVER))
+    assert result.exit_code == 1 and result.stderr == ""
     document = json.loads(result.stdout)
     assert document["gpus"] == [] and document["nvml"].startswith("NVML not available")
+
+
+def test_gpus_on_a_host_with_a_gpu():
+    result = run("gpus", "--json", obj={"pynvml": FakeNvml([FakeGpu(temperature_c=44)])})
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [gpu["temperature_c"] for gpu in document["gpus"]] == [44] and document["nvml"] is None
 
 
 def test_events_shows_the_newest_first_filtered_and_as_json(write_stack):
@@ -51,7 +59,7 @@ def test_events_shows_the_newest_first_filtered_and_as_json(write_stack):
 
 def test_gpu_table_row_shows_readings_and_dashes_for_what_nvml_did_not_say():
     from baremetal.cli.status_view import gpu_row
-    from baremetal.gpu import GpuProcess, GpuSample
+    from baremetal.host.nvml import GpuProcess, GpuSample
 
     full = GpuSample(index=0, time_s=0, name="NVIDIA H100 80GB HBM3", temperature_c=45, memory_used_bytes=3 << 30,
                      memory_total_bytes=80 << 30, utilization_gpu_percent=97, power_w=312.4, power_limit_w=700.0,

@@ -9,7 +9,7 @@ import pytest
 from baremetal.cluster.members import Membership, NodeState, RayNode, node_states, parse_membership
 from baremetal.cluster.policy import known, lost_nodes, ray_programs, restarts
 from baremetal.config import parse_stack
-from baremetal.probes import ProbeResult
+from baremetal.stack.probes import ProbeResult
 
 STACK = '''
 [stack]

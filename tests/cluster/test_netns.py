@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.cluster import netns
+from tests.support import netns
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(netns.supported() is not None, reason=str(netns.supported()))
 
@@ -29,7 +30,7 @@ def test_hosts_talk_and_have_private_shm():
         a, b = network.host("a"), network.host("b")
         server = a.popen([sys.executable, "-c", ECHO, a.address, "7000"])
         try:
-            answer = netns.wait_for(lambda: b.run([sys.executable, "-c", CALL, a.address, "7000"]).stdout.strip(),
+            answer = wait_for(lambda: b.run([sys.executable, "-c", CALL, a.address, "7000"]).stdout.strip(),
                                     20, interval_s=0.2, what="a's server answering b")
             assert answer == "hi"
         finally:
@@ -51,7 +52,7 @@ def test_close_kills_frozen_processes_and_removes_everything():
     network = netns.Network.create(["a"])
     host = network.host("a")
     sleeper = host.popen(["sleep", "600"])
-    netns.wait_for(lambda: sleeper.pid in host.pids(), 10, what="sleep inside the host")
+    wait_for(lambda: sleeper.pid in host.pids(), 10, what="sleep inside the host")
     host.signal_all(signal.SIGSTOP)
     network.close()
     sleeper.wait(timeout=10)

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from baremetal.cluster import ray
+from baremetal.engines import ray
 from baremetal.config import parse_stack
 from baremetal.engines.versions import VllmBuild
-from baremetal.plan import HostFacts, plan
-from baremetal.render import render
-from baremetal.resources import PACKAGE_DIR
-from baremetal.writer import prepare_root, write_rendered
+from baremetal.plan.plan import plan
+from baremetal.plan.render import render
+from baremetal.plan.spec import HostFacts
+from baremetal.plan.templates import PACKAGE_DIR
+from baremetal.plan.write import prepare_root, write_rendered
 
 DATA = Path(__file__).parent.parent / "data"
 GOLDEN = Path(__file__).parent.parent / "golden" / "cluster"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from baremetal.cluster import shm
-from tests.cluster.netns import wait_for
+from tests.support.waiting import wait_for
 
 HOLD = """
 import mmap, sys, time

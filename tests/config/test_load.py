@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from baremetal.config import parse_stack
-from baremetal.config.types import duration_s, FieldError
+from baremetal.config.types import FieldError, duration_s
 from baremetal.errors import ConfigError
 
 FILE = Path("/srv/node/baremetal.toml")

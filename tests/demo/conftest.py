@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_stack import EXAMPLE
-from tests.toml_text import toml_value
+from tests.support.demo_stack import EXAMPLE
+from tests.support.toml_text import toml_value
 
 
 def example_model(entry: str, /, **changes) -> dict:

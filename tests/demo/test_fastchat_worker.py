@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.conftest import free_port
 from tests.demo.conftest import stack_text
-from tests.running_stack import running_stack
+from tests.support.ports import free_port
+from tests.support.running import running_stack
 
 # Run by FastChat's interpreter: the chat template as transformers 4.x renders it.
 RENDER = r"""

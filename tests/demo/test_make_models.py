@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from baremetal.cli import cli
 from baremetal.config import load_stack
-from baremetal.demo import MAKER_SCRIPT, fixed_chats as chats, make_demo_models, maker_python
+from baremetal.demo import MAKER_SCRIPT, make_demo_models, maker_python
+from baremetal.demo import fixed_chats as chats
 from baremetal.errors import BaremetalError, UsageError
 
 STACK = """

@@ -5,14 +5,13 @@ reasoning (the demo's tiny-chat must answer plain prompts as content); only the 
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 from baremetal.demo import fixed_chats as chats
 from tests.demo.conftest import example_model, stack_text
-from tests.gateway.running import free_ports
-from tests.running_stack import running_stack
-
-openai = pytest.importorskip("openai")
+from tests.support.ports import free_ports
+from tests.support.running import running_stack
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from baremetal.config import load_stack
 from baremetal.demo import fixed_chats as chats
 from baremetal.demo.usage import examples, main, usage_text
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 MODELS = '''
 [[model]]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.demo_stack import ask, calls_of
-
-openai = pytest.importorskip("openai")   # a test dependency (setup.cfg [test]); never missing under scripts/test
+from tests.support.demo_stack import ask, calls_of
 
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 

@@ -5,12 +5,11 @@ same env (tests/demo_stack.py: the shared demo stack and the reference numbers).
 from __future__ import annotations
 
 import httpx
+import openai
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.demo_stack import cosine
-
-openai = pytest.importorskip("openai")
+from tests.support.demo_stack import cosine
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from baremetal.doctor.checks import (FAIL, GIB, OK, WARN, EnvFacts, PortOwner, cpu_addons_check, cuda_check, disk_check, driver_check,
-                                     env_check, gpu_index_check, model_check, port_check, shm_check)
+from baremetal.doctor.checks import (FAIL, GIB, OK, WARN, EnvFacts, PortOwner, cpu_addons_check, cuda_check, disk_check,
+                                     driver_check, env_check, gpu_index_check, model_check, port_check, shm_check)
 from baremetal.install.nvidia import GpuDevice, GpuReport
 
 H100 = GpuReport(error=None, driver_version="580.95.05", nvml_version="13.580.95.05", cuda_version=(13, 0),

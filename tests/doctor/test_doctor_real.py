@@ -9,17 +9,20 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 from click.testing import CliRunner
 
 from baremetal.cli import cli
 from baremetal.config import load_stack
 from baremetal.doctor.gather import run_doctor
-from baremetal.generate import generate, program_specs
 from baremetal.install.runner import SubprocessRunner
-from baremetal.supervisor import SupervisorClient
-from tests.conftest import free_port
+from baremetal.plan.pipeline import generate, program_specs
+from baremetal.supervisord.client import SupervisorClient
 from tests.install.fakes import h100_nvml
-from tests.test_supervisord_real import wait_for
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e   # real supervisord and real servers
 
 
 def by_name(checks):

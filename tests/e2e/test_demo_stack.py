@@ -9,14 +9,14 @@ import json
 import subprocess
 
 import httpx
+import openai
 import psutil
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from baremetal.ports import port_in_use
-from tests.demo_stack import cosine, record, rss_bytes, run_quickstart, stack_processes
+from baremetal.host.ports import port_in_use
+from tests.support.demo_stack import cosine, record, rss_bytes, run_quickstart, stack_processes
 
-openai = pytest.importorskip("openai")
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 PLAIN = [{"role": "user", "content": chats.PLAIN_QUESTION}]
 

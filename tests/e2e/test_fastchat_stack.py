@@ -17,18 +17,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
 import psutil
 import pytest
 
 from baremetal.config import load_stack
 from baremetal.config.model import Stack
 from baremetal.demo import fixed_chats as chats
-from baremetal.supervisor import SupervisorClient
-from tests.demo_stack import cosine, record, rss_bytes, stack_processes
-from tests.gateway.running import free_ports
-from tests.toml_text import toml_document
+from baremetal.supervisord.client import SupervisorClient
+from tests.support.demo_stack import cosine, record, rss_bytes, stack_processes
+from tests.support.ports import free_ports
+from tests.support.toml_text import toml_document
 
-openai = pytest.importorskip("openai")
 KEY = "fastchat-e2e-key"
 PLAIN = [{"role": "user", "content": chats.PLAIN_QUESTION}]
 

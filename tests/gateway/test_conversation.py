@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from baremetal.gateway.conversation import Conversation
-from tests.engine_envs import ensure_env
+from tests.support.engine_envs import ensure_env
 
 DIALOGUES = {
     "no system": (None, [(0, "Hello?"), (1, "Hi. How can I help?"), (0, "Weather in Paris?")]),
@@ -55,6 +55,7 @@ def fastchat_renderings():
     return json.loads(result.stdout)
 
 
+@pytest.mark.e2e   # the real FastChat env
 def test_every_fastchat_template_renders_as_fastchat_does(fastchat_renderings):
     compared = 0
     for name, label, served, expected in fastchat_renderings:

@@ -9,14 +9,13 @@ import json
 import time
 
 import httpx
+import openai
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.gateway.running import free_ports
-from tests.lifecycle_helpers import wait_for
-from tests.running_stack import running_stack
-
-openai = pytest.importorskip("openai")
+from tests.support.ports import free_ports
+from tests.support.running import running_stack
+from tests.support.waiting import wait_for
 
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 

@@ -13,8 +13,12 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.running import REPO, free_ports, start_stack
-from tests.lifecycle_helpers import wait_for
+from tests.support.engine_envs import REPO
+from tests.support.ports import free_ports
+from tests.support.running import start_stack
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e   # real supervisord and real servers
 
 KEY = "test-key-0123456789"
 
@@ -193,7 +197,7 @@ def test_refused_replica_is_skipped_then_used_again(client, running):
 
 
 def test_watchdog_verdicts(client, running):
-    verdicts = running.stack.root / "run" / "watchdog.json"
+    verdicts = running.stack.watchdog_state_path
 
     def judge(programs: dict, available: list[str], age_s: float = 0) -> None:
         """Write the watchdog's file and wait until the gateway has read it (it re-checks every 0.25 s)."""

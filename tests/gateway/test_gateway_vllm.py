@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from baremetal.demo import fixed_chats as chats
-from tests.demo_stack import ask, calls_of
-
-openai = pytest.importorskip("openai")
+from tests.support.demo_stack import ask, calls_of
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from baremetal.gateway.health import Verdict, WatchdogView, unhealthy_programs
+from baremetal.gateway.health import Verdict, VerdictReader, unhealthy_programs
 
 NOW = 1_000_000.0
 CASES = {
@@ -54,7 +54,7 @@ def write(path, document, mtime_ns):
 def test_view_rereads_on_mtime_change_only(short_tmp):
     path = short_tmp / "watchdog.json"
     clock = Clock()
-    view = WatchdogView(path, stale_after_s=30.0, check_interval_s=0.25, clock=clock, wall_clock=lambda: NOW)
+    view = VerdictReader(path, stale_after_s=30.0, check_interval_s=0.25, clock=clock, wall_clock=lambda: NOW)
     assert view.unhealthy() == {}                                   # missing file: no verdicts
     write(path, {"updated_s": NOW, "programs": {"a": {"phase": "stuck", "healthy": False}}}, 1_000)
     assert view.unhealthy() == {}                                   # within the check interval: cached

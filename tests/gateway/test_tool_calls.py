@@ -9,7 +9,7 @@ import json
 import pytest
 
 from baremetal.gateway.errors import GatewayError
-from baremetal.gateway.tool_calls import Call, Content, StreamParser, parse_output, tool_request
+from baremetal.gateway.tool_calls import CompletedCall, Content, StreamParser, parse_output, tool_request
 
 NAMES = frozenset({"get_weather", "get_time"})
 WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
@@ -69,10 +69,10 @@ def test_streaming_matches_whole_text_at_every_split(text):
         events = parser.feed(text[:first]) + parser.feed(text[first:second]) + parser.feed(text[second:])
         events += parser.finish()
         content = "".join(e.text for e in events if isinstance(e, Content))
-        calls = [e.call for e in events if isinstance(e, Call)]
+        calls = [e.call for e in events if isinstance(e, CompletedCall)]
         assert (content if content.strip() or not calls else None) == whole.content, (first, second)
         assert calls == list(whole.tool_calls)
-        assert [e.index for e in events if isinstance(e, Call)] == list(range(len(calls)))
+        assert [e.index for e in events if isinstance(e, CompletedCall)] == list(range(len(calls)))
 
 
 def test_stream_sends_content_before_the_call_completes():

@@ -10,9 +10,12 @@ import time
 
 import httpx
 import psutil
+import pytest
 
 from baremetal.install.host import read_lock
-from tests.engine_envs import ensure_env, stack_file
+from tests.support.engine_envs import ensure_env, stack_file
+
+pytestmark = pytest.mark.e2e   # real supervisord and real servers
 
 
 def test_installed_vllm_env_is_locked_and_usable():

@@ -10,10 +10,10 @@ import pytest
 
 from baremetal.config import load_stack
 from baremetal.errors import UsageError
-from baremetal.generate import program_specs
+from baremetal.install.runner import CommandResult
 from baremetal.install.systemd import (UnitOptions, install_unit, key_env_file, render_unit, stop_timeout_s,
                                        systemd_word, uninstall_unit, unit_name)
-from baremetal.install.runner import CommandResult
+from baremetal.plan.pipeline import program_specs
 from tests.install.fakes import RecordingRunner
 
 STACK = '''

@@ -1,0 +1,1 @@
+"""Prometheus text: one writer for the watchdog's and the gateway's pages, one reader for engines' pages."""

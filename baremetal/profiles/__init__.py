@@ -1,1 +1,0 @@
-"""Starter stack files written by `baremetal init --profile NAME`."""

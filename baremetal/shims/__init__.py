@@ -1,1 +1,0 @@
-"""Small launchers run by *other* interpreters (FastChat's env): standard library only."""

