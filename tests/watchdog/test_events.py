@@ -42,7 +42,9 @@ def test_a_half_written_line_is_skipped(tmp_path):
 
 def test_follow_sees_new_events_across_a_rotation(tmp_path):
     path = tmp_path / "events.jsonl"
-    log = EventLog(path, max_bytes=400, backups=1)
+    # One rotation during the test (about 1,250 bytes written): a follower, like tail -F, cannot see a
+    # file that was rotated away twice between two of its reads with one backup kept.
+    log = EventLog(path, max_bytes=900, backups=1)
     log.write(Event(1.0, "old", "written before following"))
     seen, done = [], threading.Event()
 
@@ -52,7 +54,7 @@ def test_follow_sees_new_events_across_a_rotation(tmp_path):
             if len(seen) == 8:
                 done.set()
 
-    thread = threading.Thread(target=reader)
+    thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     deadline = threading.Event()
     deadline.wait(0.2)                   # let it open the file and seek to its end
@@ -60,5 +62,6 @@ def test_follow_sees_new_events_across_a_rotation(tmp_path):
         log.write(Event(2.0 + number, "new", f"message number {number} with some padding to rotate"))
         deadline.wait(0.03)
     thread.join(10)
+    done.set()
     assert seen == [f"message number {n} with some padding to rotate" for n in range(8)]
     assert (tmp_path / "events.jsonl.1").exists()
