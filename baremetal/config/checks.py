@@ -10,6 +10,13 @@ from baremetal.config.fields import Problems
 from baremetal.config.model import FASTCHAT_ENGINES, Api, Controller, Model, Program, Stack, Watchdog
 
 RESERVED_PROGRAMS = ("controller", "api", "watchdog")
+CLUSTER_PROGRAMS = ("ray-head", "ray-worker", "ray-monitor")
+# Names supervisord (or supervisorctl) already gives a meaning to.
+SUPERVISORD_NAMES = {
+    "supervisord": "supervisord's own log is logs/supervisord.log (and `baremetal logs supervisord` shows it)",
+    "all": "supervisorctl reads `start all`, `stop all` as every program",
+}
+PROGRAM_NAME_MAX = 128      # its log files (NAME.err.log.5) and atomic-write temporaries must fit in 255 bytes
 MODEL_PORT_RANGE = range(8001, 9000)
 UNIX_SOCKET_PATH_MAX = 107          # sun_path is 108 bytes with its terminating NUL
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
@@ -26,6 +33,14 @@ def key_spec_problem(spec: str) -> str | None:
         if spec.startswith(prefix) and not spec[len(prefix):]:
             return f"{prefix} needs a name after it, e.g. {prefix}{'BAREMETAL_API_KEY' if prefix == 'env:' else '/etc/baremetal/api-key'}"
     return None
+
+
+def root_problem(root) -> str | None:
+    """Why the stack's root cannot reach supervisord's files (its log, socket and pidfile paths, the
+    variables under it such as TMPDIR), or None."""
+    from baremetal.supervisord.syntax import environment_value_problem, value_problem
+
+    return value_problem(f"{root}/logs/supervisord.log") or environment_value_problem(f"{root}/tmp")
 
 
 def assign_ports(models: list[Model], programs: list[Program], api: Api, controller: Controller,
@@ -85,7 +100,9 @@ def _check_names(stack: Stack, problems: Problems) -> None:
         tasks = {m.task for m in group}
         if len(tasks) > 1:
             problems.add(f"model[{group[-1].index}].task", f"replicas of {name!r} must share one task, got {sorted(tasks)}")
-    owners: dict[str, str] = {name: f"the built-in {name} program" for name in RESERVED_PROGRAMS}
+    builtins = RESERVED_PROGRAMS + (CLUSTER_PROGRAMS if stack.cluster else ())
+    owners: dict[str, str] = {name: f"the built-in {name} program" for name in builtins}
+    owners |= {name: f"supervisord itself: {why}" for name, why in SUPERVISORD_NAMES.items()}
     for model in stack.models:
         field = f"model[{model.index}].program" if "program" in model.explicit else f"model[{model.index}].name"
         if model.program in owners:
@@ -96,6 +113,21 @@ def _check_names(stack: Stack, problems: Problems) -> None:
         if program.name in owners:
             problems.add(f"program[{program.index}].name", f"{program.name!r} is already used by {owners[program.name]}")
         owners.setdefault(program.name, f"program[{program.index}]")
+    fields = {model.program: f"model[{model.index}].program" if "program" in model.explicit else
+              f"model[{model.index}].name" for model in stack.models}
+    fields |= {program.name: f"program[{program.index}].name" for program in stack.programs}
+    _check_log_files(fields, owners, problems)
+
+
+def _check_log_files(fields: dict[str, str], owners: dict[str, str], problems: Problems) -> None:
+    """Each program writes logs/NAME.log and logs/NAME.err.log: `x.err`'s stdout log is `x`'s stderr log."""
+    for name, field in fields.items():
+        if len(name) > PROGRAM_NAME_MAX:
+            problems.add(field, f"program name {name[:20]!r}... is {len(name)} characters long; at most "
+                         f"{PROGRAM_NAME_MAX} (its log file names must fit the file system); set program = \"...\"")
+        if name.endswith(".err") and name[:-4] in owners:
+            problems.add(field, f"program {name!r} would write logs/{name}.log, which is the stderr log of "
+                         f"{owners[name[:-4]]} (program {name[:-4]!r}); choose another name")
 
 
 def _check_ports(stack: Stack, problems: Problems) -> None:

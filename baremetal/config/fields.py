@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from baremetal.config.types import FieldError, type_name
+from baremetal.supervisord.syntax import control_character
 from baremetal.errors import Issue
 
 MISSING: Any = object()
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_.-]+)\s*=')
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 def _unquote(key: str) -> str:
@@ -56,15 +59,57 @@ class LineIndex:
         return None
 
 
+def control_characters(data: Any) -> list[tuple[str, str]]:
+    """(field path, message) for every key and string of a parsed TOML document that holds a control
+    character: one rule for every field, including those added later. Walks without recursion."""
+    found = []
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            character = control_character(value)
+            if character:
+                found.append((path, f"holds {character}; control characters are not allowed in a stack file's "
+                                    "strings (they would reach supervisord's files, logs and terminals)"))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                shown = key if _BARE_KEY.match(key) else json.dumps(key)
+                child = f"{path}.{shown}" if path else shown
+                if control_character(key):
+                    found.append((child, f"this key holds {control_character(key)}; control characters are not "
+                                         "allowed in a stack file"))
+                pending.append((child, item))
+        elif isinstance(value, list):
+            pending += [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    return sorted(found)
+
+
+def _related(one: str, other: str) -> bool:
+    """Whether two field paths are the same field, or one holds the other."""
+    if one == other:
+        return True
+    shorter, longer = sorted((one, other), key=len)
+    return bool(shorter) and longer.startswith((shorter + ".", shorter + "["))
+
+
 class Problems:
-    """The list of issues found so far, with line numbers looked up as they are added."""
+    """The list of issues found so far, with line numbers looked up as they are added. A field refused for a
+    control character gets no second issue from its own converter."""
 
     def __init__(self, lines: LineIndex):
         self.issues: list[Issue] = []
         self.warnings: list[Issue] = []
         self.lines = lines
+        self.refused: set[str] = set()
+
+    def refuse(self, path: str, message: str) -> None:
+        """Record a problem for `path` that no later problem of the same field repeats."""
+        self.refused.add(path)
+        self.issues.append(Issue(path, message, self.lines.find(path)))
 
     def add(self, path: str, message: str) -> None:
+        if any(_related(path, refused) for refused in self.refused):
+            return
         self.issues.append(Issue(path, message, self.lines.find(path)))
 
     def warn(self, path: str, message: str) -> None:

@@ -13,18 +13,23 @@ from typing import Any
 from baremetal.config import checks
 from baremetal.config import cluster as clusters
 from baremetal.config import types as t
-from baremetal.config.fields import LineIndex, Problems, Table
+from baremetal.config.fields import LineIndex, Problems, Table, control_characters
 from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_EXTRAS, ENV_KINDS, TASKS, Api,
                                     Cluster, Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
                                     connect_host, frozen_mapping)
+from baremetal.engines.overrides import follow_args
 from baremetal.errors import ConfigError, Issue
 
 DEFAULT_CONFIG = "baremetal.toml"
+STACK_FILE_MAX_BYTES = 4 * 2**20
 CONFIG_ENV_VAR = "BAREMETAL_CONFIG"
 DEFAULT_ENV_FOR_ENGINE = {"vllm": "default", "fastchat": "fastchat", "fastchat-vllm": "fastchat-vllm"}
 SIGNALS = ("TERM", "INT", "QUIT", "KILL", "HUP", "USR1", "USR2")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+# The shortest durations that make sense (README, "[watchdog]"): a watchdog ticking every 0.1 ms spins a core,
+# probes that time out at once fail healthy programs, and a restart budget over a 1 s window is no budget.
+WATCHDOG_FLOORS_S = {"interval": 0.05, "probe_timeout": 0.1, "stall_after": 1.0, "busy_stall_after": 1.0,
+                     "load_timeout": 1.0, "restart_window": 60.0, "restart_backoff": 0.0, "kill_after": 0.1}
 
 
 def resolve_config_path(option: str | os.PathLike | None) -> Path:
@@ -38,10 +43,17 @@ def load_stack(path: str | os.PathLike, node: str | clusters.NodeChoice | None =
     $BAREMETAL_NODE, else the node whose address is on this machine)."""
     file = Path(path).expanduser().absolute()
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(STACK_FILE_MAX_BYTES + 1)     # /dev/zero or a huge file: never read it all
+        if len(data) > STACK_FILE_MAX_BYTES:
+            raise ConfigError(file, [Issue("", f"is over {STACK_FILE_MAX_BYTES // 2**20} MiB: not a stack file "
+                                           "(point -c at the TOML file that describes the stack)")])
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(file, [Issue("", "no such stack file; create one with `baremetal init` "
                                        "or point -c/--config (or $BAREMETAL_CONFIG) at it")]) from None
+    except IsADirectoryError:
+        raise ConfigError(file, [Issue("", "is a folder; point -c at the stack file in it")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(file, [Issue("", f"cannot read the stack file: {error}")]) from None
     return parse_stack(text, file, node if isinstance(node, clusters.NodeChoice) else clusters.node_choice(node))
@@ -52,6 +64,9 @@ def parse_stack(text: str, file: Path, node: clusters.NodeChoice | str | None = 
     a [cluster] this is (a name, or a NodeChoice with this machine's addresses); single-node stacks ignore it."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(file, [Issue("", "arrays or inline tables are nested too deeply to read; a stack file "
+                                       "needs a few levels at most")]) from None
     except tomllib.TOMLDecodeError as error:
         position = _TOML_POSITION.search(str(error))
         line = int(position.group(1)) if position else None
@@ -59,6 +74,8 @@ def parse_stack(text: str, file: Path, node: clusters.NodeChoice | str | None = 
         raise ConfigError(file, [Issue("", f"TOML syntax error: {message}"
                                        + (f" (column {position.group(2)})" if position else ""), line)]) from None
     problems = Problems(LineIndex(text))
+    for path, message in control_characters(data):
+        problems.refuse(path, message)
     choice = clusters.NodeChoice(node, "node") if isinstance(node, str) else node
     reader = _Reader(data, file, problems, choice)
     stack = reader.read()
@@ -133,14 +150,18 @@ class _Reader:
         table = Table(self.top.take("stack", lambda v: v, {}), "stack", self.problems)
         if not self.top.has("stack"):
             self.problems.add("stack", 'is required: add a [stack] table with at least name = "..."')
-        name = table.take("name", _name, "baremetal", required=self.top.has("stack"))
+        name = table.take("name", t.name, "baremetal", required=self.top.has("stack"))
         root = table.take("root", t.nonempty_string, ".")
         models_dir = table.take("models_dir", t.nonempty_string)
-        timezone = table.take("timezone", t.nonempty_string)
+        timezone = table.take("timezone", t.timezone)
         environment = table.take("environment", t.environment, {})
         table.finish()
-        return StackInfo(name=name, root=self._path(root), models_dir=self._path(models_dir) if models_dir else None,
+        info = StackInfo(name=name, root=self._path(root), models_dir=self._path(models_dir) if models_dir else None,
                          timezone=timezone, environment=frozen_mapping(environment))
+        problem = checks.root_problem(info.root)
+        if problem:
+            self.problems.add("stack.root", problem)
+        return info
 
     def _path(self, text: str, base: Path | None = None) -> Path:
         path = Path(text).expanduser()
@@ -151,7 +172,7 @@ class _Reader:
         envs: dict[str, Env] = {}
         for name, raw in tables.items():
             path = f"env.{name}"
-            if not _NAME.match(name):
+            if not t.NAME.match(name):
                 self.problems.add(path, "env names use letters, digits, '.', '_' and '-'")
             table = Table(raw, path, self.problems)
             kind = table.take("kind", t.choice(*ENV_KINDS), "venv")
@@ -213,7 +234,7 @@ class _Reader:
         host = table.take("host", t.nonempty_string, "127.0.0.1")
         port = table.take("port", t.port, 8000)
         keys = table.take("api_keys", t.string_list, ())
-        env = table.take("env", _name, "fastchat")
+        env = table.take("env", t.name, "fastchat")
         table.finish()
         for index, spec in enumerate(keys):
             problem = checks.key_spec_problem(spec)
@@ -225,28 +246,25 @@ class _Reader:
         # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,
         # while a busy engine (counters moving) or a compiling one (CPU busy) is left alone.
         table = Table(self.top.take("watchdog", lambda v: v, {}), "watchdog", self.problems)
+        floor = lambda key: t.duration_at_least(WATCHDOG_FLOORS_S[key])  # noqa: E731
         watchdog = Watchdog(
             enabled=table.take("enabled", t.boolean, True),
-            interval_s=table.take("interval", t.duration_s, 1.0),
-            probe_timeout_s=table.take("probe_timeout", t.duration_s, 1.0),
+            interval_s=table.take("interval", floor("interval"), 1.0),
+            probe_timeout_s=table.take("probe_timeout", floor("probe_timeout"), 1.0),
             unhealthy_after=table.take("unhealthy_after", t.integer(1, 1000), 3),
-            stall_after_s=table.take("stall_after", t.duration_s, 3.0),
-            busy_stall_after_s=table.take("busy_stall_after", t.duration_s, 60.0),
-            load_timeout_s=table.take("load_timeout", t.duration_s, 1800.0),
+            stall_after_s=table.take("stall_after", floor("stall_after"), 3.0),
+            busy_stall_after_s=table.take("busy_stall_after", floor("busy_stall_after"), 60.0),
+            load_timeout_s=table.take("load_timeout", floor("load_timeout"), 1800.0),
             max_restarts=table.take("max_restarts", t.integer(0, 10000), 5),
-            restart_window_s=table.take("restart_window", t.duration_s, 3600.0),
-            restart_backoff_s=table.take("restart_backoff", t.duration_s, 10.0),
-            kill_after_s=table.take("kill_after", t.duration_s, 5.0),
+            restart_window_s=table.take("restart_window", floor("restart_window"), 3600.0),
+            restart_backoff_s=table.take("restart_backoff", floor("restart_backoff"), 10.0),
+            kill_after_s=table.take("kill_after", floor("kill_after"), 5.0),
             canary=table.take("canary", t.boolean, True),
             gpu_temp_limit_c=table.take("gpu_temp_limit", t.integer(30, 130), 90),
             metrics_host=table.take("metrics_host", t.nonempty_string, "127.0.0.1"),
             metrics_port=table.take("metrics_port", t.port, 9400),
         )
         table.finish()
-        for key, value in (("interval", watchdog.interval_s), ("probe_timeout", watchdog.probe_timeout_s),
-                           ("stall_after", watchdog.stall_after_s), ("restart_window", watchdog.restart_window_s)):
-            if value <= 0:
-                self.problems.add(f"watchdog.{key}", "must be longer than 0s")
         if watchdog.busy_stall_after_s < watchdog.stall_after_s:
             self.problems.add("watchdog.busy_stall_after", f"must be at least stall_after "
                               f"({watchdog.stall_after_s:g}s): it is the longer limit, for engines that compute")
@@ -264,7 +282,7 @@ class _Reader:
         default_parallel = max(len(gpus), 1) if gpus is not None else 1
         tensor_parallel = table.take("tensor_parallel", t.integer(1, 1024), None)
         pipeline_parallel = table.take("pipeline_parallel", t.integer(1, 1024), None)
-        program = table.take("program", _name, None)
+        program = table.take("program", t.name, None)
         node = self._node(table, path)
         remote = self.cluster is not None and node != self.cluster.head.name
         # A model on another node than the head is reached over the cluster network: it binds its node's address.
@@ -285,7 +303,7 @@ class _Reader:
             max_model_len=table.take("max_model_len", t.integer(1, None)),
             gpu_memory_utilization=table.take("gpu_memory_utilization", t.number(0.01, 1.0)),
             dtype=table.take("dtype", t.nonempty_string),
-            env=table.take("env", _name, DEFAULT_ENV_FOR_ENGINE[engine]),
+            env=table.take("env", t.name, DEFAULT_ENV_FOR_ENGINE[engine]),
             args=table.take("args", t.string_list, ()),
             environment=frozen_mapping(table.take("environment", t.environment, {})),
             explicit=frozenset(key for key in ("tensor_parallel", "pipeline_parallel", "program", "gpus")
@@ -294,7 +312,7 @@ class _Reader:
             advertise=self.cluster.node(node).address if remote and connect_host(host) != host else None,
         )
         table.finish()
-        return model
+        return follow_args(model, path, self.problems.add, self.problems.warn)
 
     def _model_path(self, text: str, info: StackInfo) -> Path:
         if not text:
@@ -308,12 +326,12 @@ class _Reader:
     def read_program(self, index: int, raw: Any) -> Program:
         path = f"program[{index}]"
         table = Table(raw, path, self.problems)
-        name = table.take("name", _name, f"program-{index}", required=True)
-        command = table.take("command", _command, (), required=True)
-        health = table.take("health", _url)
+        name = table.take("name", t.name, f"program-{index}", required=True)
+        command = table.take("command", t.command, (), required=True)
+        health = table.take("health", t.url)
         serves = table.take("serves", lambda v: v)
         port = table.take("port", t.port)
-        directory = table.take("directory", t.nonempty_string)
+        directory = table.take("directory", t.supervisor_value)
         program = Program(
             index=index, name=name, command=command, health=health,
             serves=self._serves(serves, f"{path}.serves") if serves is not None else None,
@@ -337,16 +355,9 @@ class _Reader:
         table = Table(raw, path, self.problems)
         serves = Serves(model=table.take("model", t.nonempty_string, "", required=True),
                         task=table.take("task", t.choice(*TASKS), "chat"),
-                        url=table.take("url", _url, "", required=True))
+                        url=table.take("url", t.url, "", required=True))
         table.finish()
         return serves
-
-
-def _name(value: Any) -> str:
-    text = t.string(value)
-    if not _NAME.match(text):
-        raise t.FieldError(f"{text!r}: names use letters, digits, '.', '_' and '-', and start with a letter or digit")
-    return text
 
 
 def _extras(value: Any) -> tuple[str, ...]:
@@ -356,20 +367,6 @@ def _extras(value: Any) -> tuple[str, ...]:
             raise t.FieldError(f"unknown extra {item!r}; known extras: {', '.join(ENV_EXTRAS)} "
                                "(anything else goes in packages)")
     return tuple(dict.fromkeys(items))
-
-
-def _command(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise t.FieldError('give the command as an array of arguments, e.g. ["server", "--port", "8081"]; '
-                           "baremetal never hands a string to a shell")
-    return t.nonempty_string_list(value)
-
-
-def _url(value: Any) -> str:
-    text = t.nonempty_string(value)
-    if not re.match(r"https?://[^/\s]+", text):
-        raise t.FieldError(f"expected an http:// or https:// URL, got {text!r}")
-    return text.rstrip("/") if text.count("/") == 3 else text
 
 
 def _url_port(url: Any) -> int | None:

@@ -33,6 +33,11 @@ def write_profile(profile: str, target: Path, force: bool) -> Path | None:
             raise UsageError(f"{target} already exists; keep editing it, or pass --force to replace it "
                              "(the old file is kept as .bak)")
         backup = target.with_name(target.name + ".bak")
-        shutil.copy2(target, backup)
-    atomic_write(target, text)
+    try:
+        if backup:
+            shutil.copy2(target, backup)
+        atomic_write(target, text)
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: {error.strerror or error}; choose a folder you can write "
+                         "to (PATH, or -c FILE)") from None
     return backup

@@ -9,6 +9,7 @@ from typing import Any
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 SIZE_UNITS_BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)\Z")
@@ -89,11 +90,30 @@ def choice(*options: str) -> Callable[[Any], str]:
     return convert
 
 
+DURATION_MAX_S = 365 * 86400.0
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
+
+
 def duration_s(value: Any) -> float:
-    """Seconds from a duration string with units: "500ms", "2s", "5m", "1h", "1h30m"."""
+    """Seconds from a duration: a string with units ("500ms", "2s", "5m", "1h", "1h30m"), or a bare number
+    of seconds (90, 1.5 or "90", as `timeout 90` and systemd take it). At most 365 days."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise FieldError(f'durations need a unit, e.g. "{value}s" (units: ms, s, m, h, d)')
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FieldError(f"expected a duration such as \"500ms\", \"2s\" or 90 (seconds), got {value!r}")
+        total = float(value)
+        if total < 0:
+            raise FieldError(f"a duration cannot be negative, got {value!r}")
+    else:
+        total = _duration_text_s(value)
+    if total > DURATION_MAX_S:
+        raise FieldError(f"durations are at most 365 days, got {value!r}")
+    return total
+
+
+def _duration_text_s(value: Any) -> float:
     text = string(value).strip().lower().replace(" ", "")
+    if _BARE_NUMBER.match(text):
+        return float(text)
     position, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != position:
@@ -101,8 +121,28 @@ def duration_s(value: Any) -> float:
         total += float(match.group(1)) * DURATION_UNITS_S[match.group(2)]
         position = match.end()
     if not text or position != len(text):
-        raise FieldError(f'expected a duration such as "500ms", "2s", "5m" or "1h", got {value!r}')
+        raise FieldError(f'expected a duration such as "500ms", "2s", "5m", "1h" or a number of seconds, got {value!r}')
     return total
+
+
+def duration_at_least(minimum_s: float, why: str = "") -> Callable[[Any], float]:
+    """A duration converter with a floor (a watchdog ticking every 0.1 ms would spin a core)."""
+
+    def convert(value: Any) -> float:
+        seconds = duration_s(value)
+        if seconds < minimum_s:
+            raise FieldError(f"must be at least {format_duration(minimum_s)}{why}, got {value!r}")
+        return seconds
+
+    return convert
+
+
+def format_duration(seconds: float) -> str:
+    """"100ms", "1s", "10m": the shortest way to write a floor."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def size_bytes(value: Any) -> int:
@@ -159,18 +199,25 @@ def nonempty_string_list(value: Any) -> tuple[str, ...]:
     return items
 
 
-def supervisor_env_value(text: str) -> str:
-    """Refuse values that supervisord's `environment=` parser cannot carry unchanged.
+def environment_value(value: Any) -> str:
+    """A string that supervisord's `environment=` carries unchanged (e.g. `timezone`, which becomes TZ)."""
+    from baremetal.supervisord.syntax import environment_value_problem
 
-    supervisord reads environment= with a non-POSIX shlex that has no escapes and strips quote
-    characters from both ends, so a value with both quote kinds, or ending in a quote, is mangled.
-    """
-    if '"' in text and "'" in text:
-        raise FieldError("supervisord cannot pass a value holding both ' and \"; set it in a file the program reads")
-    if text.endswith(("'", '"')) or text.startswith(("'", '"')):
-        raise FieldError("supervisord strips quotes at either end of a value; remove them")
-    if "\n" in text:
-        raise FieldError("values cannot span lines")
+    text = string(value)
+    problem = environment_value_problem(text)
+    if problem:
+        raise FieldError(problem)
+    return text
+
+
+def supervisor_value(value: Any) -> str:
+    """A non-empty string that a plain supervisord key (`directory=`) carries unchanged."""
+    from baremetal.supervisord.syntax import value_problem
+
+    text = nonempty_string(value)
+    problem = value_problem(text)
+    if problem:
+        raise FieldError(problem)
     return text
 
 
@@ -189,10 +236,42 @@ def environment(value: Any) -> dict[str, str]:
         else:
             raise FieldError(f"{name}: expected a string or number, got {type_name(raw)}")
         try:
-            result[name] = supervisor_env_value(text)
+            result[name] = environment_value(text)
         except FieldError as error:
             raise FieldError(f"{name}: {error}") from None
     return result
+
+
+def name(value: Any) -> str:
+    """A name for programs, envs and stacks: letters, digits, '.', '_' and '-'."""
+    text = string(value)
+    if not NAME.match(text):
+        raise FieldError(f"{text!r}: names use letters, digits, '.', '_' and '-', and start with a letter or digit")
+    return text
+
+
+def timezone(value: Any) -> str:
+    """A time zone name for TZ (it goes into supervisord's environment=)."""
+    text = environment_value(nonempty_string(value))
+    if text != text.strip() or " " in text:
+        raise FieldError(f"{text!r}: a time zone is a name such as \"Europe/Paris\" or \"UTC\", without spaces")
+    return text
+
+
+def command(value: Any) -> tuple[str, ...]:
+    """A command as an array of arguments (never a string for a shell)."""
+    if isinstance(value, str):
+        raise FieldError('give the command as an array of arguments, e.g. ["server", "--port", "8081"]; '
+                         "baremetal never hands a string to a shell")
+    return nonempty_string_list(value)
+
+
+def url(value: Any) -> str:
+    """An http(s) URL, without a trailing slash after the host."""
+    text = nonempty_string(value)
+    if not re.match(r"https?://[^/\s]+", text):
+        raise FieldError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/") if text.count("/") == 3 else text
 
 
 def slug(text: str) -> str:

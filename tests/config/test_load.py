@@ -84,12 +84,15 @@ def test_replicas_need_distinct_program_names():
     assert [m.program for m in stack.models] == ["chat-a", "chat-b"]
 
 
-@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("2s", 2), ("5m", 300), ("1h", 3600), ("1h30m", 5400)])
+@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("2s", 2), ("5m", 300), ("1h", 3600), ("1h30m", 5400),
+                                          ("90", 90), ("1.5", 1.5), (90, 90), (0.25, 0.25), ("365d", 365 * 86400)])
 def test_durations(text, seconds):
+    """Units, or a bare number of seconds (as `timeout 90` and systemd read it), in a string or as a number."""
     assert duration_s(text) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "5", "2 parsecs", "1h-5m", 3])
+@pytest.mark.parametrize("value", ["", "2 parsecs", "1h-5m", "-5", -3, float("inf"), float("nan"), "366d", True,
+                                   "1e3", "5 s s"])
 def test_bad_durations(value):
     with pytest.raises(FieldError):
         duration_s(value)
@@ -122,7 +125,10 @@ BAD = [
      ["model[0].distributed_backend: vLLM's CPU backend cannot use ray"]),
     ('[[model]]\nname = "a"\npath = "/m"\ngpus = [0]\n[[model]]\nname = "b"\npath = "/n"\ngpus = [0]\n',
      ["model[1].gpu_memory_utilization: models on GPU 0 ask for 0.9 (a, default) + 0.9 (b, default) = 1.8"]),
-    ('[watchdog]\ninterval = 2\n', ['watchdog.interval: durations need a unit, e.g. "2s"']),
+    ('[watchdog]\ninterval = "0.0001ms"\n', ["watchdog.interval: must be at least 50ms, got '0.0001ms'"]),
+    ('[watchdog]\nprobe_timeout = 0\n', ["watchdog.probe_timeout: must be at least 100ms, got 0"]),
+    ('[watchdog]\nrestart_window = "10s"\n', ["watchdog.restart_window: must be at least 1m"]),
+    ('[watchdog]\nstall_after = inf\n', ["watchdog.stall_after: expected a duration"]),
     ('[watchdog]\nstall_after = "soon"\n', ["watchdog.stall_after: expected a duration"]),
     ('[api]\nkind = "openai"\n', ["api.kind: expected one of 'gateway', 'fastchat', 'fastchat-tools', 'none'"]),
     ('[api]\nport = 70000\n', ["api.port: must be at most 65535, got 70000"]),
