@@ -79,7 +79,8 @@ def check(as_json: bool, config_path: Path) -> None:
 
 @cluster.command(name="status")
 @click.option("--probe-timeout", metavar="DURATION", default="500ms", show_default=True,
-              help="How long each probe of a model on another node may take.")
+              help="How long each probe of a model on another node may take (a duration, or a bare number "
+                   "of seconds).")
 @json_option
 @config_option
 def cluster_status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
@@ -114,7 +115,8 @@ def cluster_status(probe_timeout: str, as_json: bool, config_path: Path) -> None
 @cluster.command(name="clean-shm")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @click.option("--min-age", metavar="DURATION", default="60s", show_default=True,
-              help="Leave segments touched more recently than this (an engine may be creating them).")
+              help="Leave segments touched more recently than this (an engine may be creating them); a "
+                   "duration, or a bare number of seconds.")
 @config_option
 def clean_shm(dry_run: bool, min_age: str, config_path: Path) -> None:
     """Remove shared-memory segments that dead engines left (psm_* in /dev/shm, vllm_dist_* in <root>/tmp).

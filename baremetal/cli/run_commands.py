@@ -14,18 +14,26 @@ import click
 
 from baremetal.cli.common import config_option, json_option, load, nvml_module, print_json
 
-TIMEOUT_HELP = "How long to wait for readiness, e.g. 90s, 20m (default: the stack's watchdog.load_timeout)."
+TIMEOUT_HELP = ("How long to wait for readiness, e.g. 90s, 20m, or a bare number of seconds (90); at least 1s "
+                "(default: the stack's watchdog.load_timeout).")
+TIMEOUT_FLOOR_S = 1.0
+PROBE_TIMEOUT_FLOOR_S = 0.01
 
 
 def _timeout_s(text: str | None, stack) -> float:
     if text is None:
         return stack.watchdog.load_timeout_s
-    from baremetal.config.types import FieldError, duration_s
+    return _duration(text, "--timeout", TIMEOUT_FLOOR_S)
+
+
+def _duration(text: str, flag: str, floor_s: float) -> float:
+    """A duration flag in seconds: units or a bare number of seconds, at least `floor_s`; exit 2 otherwise."""
+    from baremetal.config.types import FieldError, duration_at_least
 
     try:
-        return duration_s(text)
+        return duration_at_least(floor_s)(text)
     except FieldError as error:
-        raise click.BadParameter(str(error), param_hint="--timeout") from None
+        raise click.BadParameter(str(error), param_hint=flag) from None
 
 
 def _progress():
@@ -38,7 +46,11 @@ def _progress():
 
 
 def _client(stack, timeout_s: float = 10.0):
+    """The stack's supervisord, once it is sure the root is this stack's (not another stack file's)."""
+    from baremetal.plan.owner import check_root
     from baremetal.supervisord.client import SupervisorClient
+
+    check_root(stack)
 
     return SupervisorClient(stack.socket_path, timeout_s=timeout_s)
 
@@ -73,9 +85,11 @@ def up(wait: bool, timeout: str | None, config_path: Path) -> None:
     a rerank) for vLLM, the worker status for FastChat, /v1/models for the API, the `health` URL of a
     [[program]]. On failure it names the program, its state and the last lines of its logs, and exits 1.
     """
+    from baremetal.plan.owner import check_root
     from baremetal.stack.lifecycle import up as bring_up
 
     stack = load(config_path)
+    check_root(stack)        # before the stack's lock is taken: nothing of another stack's root is touched
     timeout_s = _timeout_s(timeout, stack)
     bring_up(stack, say=click.echo, progress=_progress(), wait=wait, timeout_s=timeout_s)
 
@@ -185,7 +199,7 @@ def restart(programs: tuple[str, ...], wait: bool, timeout: str | None, config_p
 
 @click.command()
 @click.option("--probe-timeout", metavar="DURATION", default="500ms", show_default=True,
-              help="How long each readiness probe may take.")
+              help="How long each readiness probe may take (a duration, or a bare number of seconds).")
 @json_option
 @config_option
 def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
@@ -200,16 +214,12 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
 
     from baremetal.cli.status_view import format_table, to_json
     from baremetal.config.api_keys import probe_key
-    from baremetal.config.types import FieldError, duration_s
     from baremetal.errors import BaremetalError, NotRunningError
     from baremetal.plan.pipeline import known_specs
     from baremetal.stack.http_client import LiteClient
     from baremetal.stack.status import collect
 
-    try:
-        probe_timeout_s = duration_s(probe_timeout)
-    except FieldError as error:
-        raise click.BadParameter(str(error), param_hint="--probe-timeout") from None
+    probe_timeout_s = _duration(probe_timeout, "--probe-timeout", PROBE_TIMEOUT_FLOOR_S)
     stack = load(config_path)
     client = _client(stack, timeout_s=5.0)
     try:
@@ -343,7 +353,7 @@ def ctl(args: tuple[str, ...], config_path: Path) -> None:
     conf = stack.supervisord_conf
     if not conf.exists():
         raise UsageError(f"{conf} does not exist yet: run `baremetal up` (or `baremetal render`) first")
-    argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
+    argv = [sys.executable, "-X", "utf8", "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
     execute = (click.get_current_context().find_root().obj or {}).get("exec") or os.execv
     sys.stdout.flush()
     sys.stderr.flush()

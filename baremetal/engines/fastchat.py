@@ -50,15 +50,18 @@ def worker_argv(model: Model, python: str, controller: Controller) -> list[str]:
     return [python, "-m", module] + merge_args(generated, model.args)
 
 
-def api_argv(api: Api, python: str, controller: Controller) -> list[str]:
+def api_argv(api: Api, python: str, controller: Controller, keys_file: str | None = None,
+             keys_version: str | None = None) -> list[str]:
     """FastChat's OpenAI server (or the tool-calling fork's).
 
-    With api_keys the server starts through a shim that resolves the key specs at start-up and hands
-    them to FastChat after it has logged its arguments, so keys reach neither the command line nor logs.
+    With api_keys the server starts through a launcher that reads the key specs from `keys_file` (0600,
+    plan.keys_file) and resolves them at start-up, handing them to FastChat after it has logged its
+    arguments: keys reach neither a command line, nor a program file, nor a log.
     """
     flags = ["--host", api.host, "--port", str(api.port), "--controller-address", controller_url(controller)]
     module = API_MODULES[api.kind]
     if not api.api_keys:
         return [python, "-m", module] + flags
-    specs = [part for spec in api.api_keys for part in ("--key", spec)]
-    return [python, str(launcher_path("fastchat_api")), "--module", module] + specs + ["--"] + flags
+    version = ["--keys-version", keys_version] if keys_version else []
+    return [python, str(launcher_path("fastchat_api")), "--module", module,
+            "--keys-file", keys_file or "api-keys.json"] + version + ["--"] + flags

@@ -1,11 +1,13 @@
 """Start FastChat's OpenAI API server with keys resolved here, so they are never on a command line or in a log.
 
 Runs in FastChat's env (standard library + FastChat only). Usage:
-    python fastchat_api.py --module fastchat.serve.openai_api_server --key env:VAR [--key file:PATH] -- FLAGS
+    python fastchat_api.py --module fastchat.serve.openai_api_server --keys-file FILE [--keys-version V] -- FLAGS
+FILE (mode 0600, written by `baremetal render`) holds {"specs": [literal | "env:VAR" | "file:PATH", ...]}.
 FastChat's create_openai_api_server() parses FLAGS and logs them; the keys are set afterwards.
 """
 
 import importlib
+import json
 import os
 import sys
 
@@ -29,17 +31,26 @@ def resolve_key(spec: str) -> list[str]:
     return [spec]
 
 
+def read_specs(path: str) -> list[str]:
+    """The key specs in the keys file that `baremetal render` wrote."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            specs = json.load(handle)["specs"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sys.exit(f"api_keys: cannot read the keys file {path} ({error}); run `baremetal up` again")
+    if not isinstance(specs, list) or not all(isinstance(spec, str) for spec in specs):
+        sys.exit(f"api_keys: {path} holds no list of key specs; run `baremetal up` again")
+    return specs
+
+
 def main(argv: list[str]) -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     ours, flags = argv[:split], argv[split + 1:]
-    module_name, specs = None, []
-    for flag, value in zip(ours[::2], ours[1::2]):
-        if flag == "--module":
-            module_name = value
-        elif flag == "--key":
-            specs.append(value)
+    options = dict(zip(ours[::2], ours[1::2]))
+    module_name = options.get("--module")
     if not module_name:
         sys.exit("fastchat_api.py: --module is required")
+    specs = read_specs(options["--keys-file"]) if "--keys-file" in options else []
     keys = [key for spec in specs for key in resolve_key(spec)]
     server = importlib.import_module(module_name)
     sys.argv = [module_name] + flags

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from baremetal.config.model import Stack
+from baremetal.errors import UsageError
+from baremetal.plan import keys_file, owner
 from baremetal.plan.facts import gather_facts
 from baremetal.plan.plan import plan
 from baremetal.plan.spec import HostFacts, ProgramSpec
@@ -28,20 +31,44 @@ def program_specs(stack: Stack, facts: HostFacts | None = None) -> list[ProgramS
     return plan(stack, facts or gather_facts(stack))
 
 
+def checked_specs(stack: Stack) -> list[ProgramSpec]:
+    """The programs of `stack`, with every value proved by rendering their files in memory (`validate`):
+    what supervisord would not read back as written is refused here too."""
+    from baremetal.plan.render import render
+
+    _keys, keys_version = keys_file.planned(stack)
+    facts = dataclasses.replace(gather_facts(stack), api_keys_version=keys_version)
+    specs = plan(stack, facts)
+    render(stack, specs, facts)
+    return specs
+
+
 def generate(stack: Stack, out: Path | None = None) -> Generated:
     """Render the stack's supervisord files into <root>/supervisor (or `out`), and create the state folders."""
     from baremetal.plan.render import render  # Jinja2: imported here so that `status` never loads it
     from baremetal.plan.write import prepare_root, write_rendered
 
-    facts = gather_facts(stack)
-    specs = plan(stack, facts)
-    files = render(stack, specs, facts)
+    target = out or stack.supervisor_dir
     if out is None:
-        prepare_root(stack.root)
-        target = stack.supervisor_dir
+        owner.check_root(stack)
     else:
-        target = out
-    return Generated(specs=specs, changes=write_rendered(files, target), target=target)
+        owner.check_out_folder(stack, out)
+    keys, keys_version = keys_file.planned(stack)
+    facts = dataclasses.replace(gather_facts(stack), api_keys_version=keys_version)
+    specs = plan(stack, facts)
+    files = render(stack, specs, facts)     # every value proved before anything is written
+    try:
+        if out is None:
+            prepare_root(stack.root)
+            owner.claim_root(stack)
+            keys_file.write_keys_file(stack, keys)
+        changes = write_rendered(files, target)
+    except OSError as error:
+        where = "the stack's root (stack.root in the stack file)" if out is None else "--out"
+        raise UsageError(f"cannot write the supervisord files into {target}: {error.strerror or error}"
+                         f"{f' ({error.filename})' if error.filename else ''}; choose a folder you can write to "
+                         f"for {where}") from None
+    return Generated(specs=specs, changes=changes, target=target)
 
 
 def known_specs(stack: Stack) -> list[ProgramSpec]:

@@ -121,7 +121,8 @@ def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
     if api.kind == "gateway":
         argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source)]
     else:
-        argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller)
+        argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller,
+                                 str(stack.run_dir / "api-keys.json"), facts.api_keys_version)
         environment |= fastchat.fastchat_environment()
     return ProgramSpec(name="api", role="api", argv=tuple(argv), environment=frozen_mapping(environment),
                        priority=PRIORITY["api"], host=api.host, port=api.port,

@@ -54,3 +54,4 @@ class HostFacts:
     vllm_builds: Mapping[str, VllmBuild]    # env name -> build its programs will run
     minfds: int = 65536                     # open-file limit supervisord asks for (inherited by engines)
     ray_client: bool = False                # the cluster's Ray env has ray[client] (Ray then starts its client server)
+    api_keys_version: str | None = None     # digest of FastChat's API key specs as written (plan.keys_file)

@@ -44,7 +44,8 @@ def test_down_when_not_running_is_fine(config):
 
 @pytest.mark.parametrize("args, message", [
     (["up", "--timeout", "soon"], "expected a duration"),
-    (["status", "--probe-timeout", "5"], "expected a duration"),
+    (["status", "--probe-timeout", "0.001"], "must be at least 10ms"),
+    (["up", "--timeout", "0.5"], "must be at least 1s"),
     (["start"], "Missing argument"),
     (["logs", "nope"], "no program or model named 'nope'"),
 ])
@@ -112,7 +113,7 @@ def test_ctl_hands_every_argument_to_supervisorctl(config, short_tmp):
     result = run("ctl", "-c", str(config), "tail", "-f", "web", "stderr", obj={"exec": recorder})
     assert result.exit_code == 0, result.output
     conf = short_tmp / "state" / "supervisor" / "supervisord.conf"
-    assert recorder.calls == [(sys.executable, [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf),
+    assert recorder.calls == [(sys.executable, [sys.executable, "-X", "utf8", "-m", "supervisor.supervisorctl", "-c", str(conf),
                                                 "tail", "-f", "web", "stderr"])]
 
 
