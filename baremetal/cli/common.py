@@ -31,6 +31,11 @@ class BaremetalGroup(click.Group):
             return super().invoke(context)
         except BaremetalError as error:
             raise CommandFailed(error) from None
+        except OSError as error:
+            # The last net under the command's own handling: a file the system refused is a message, not a traceback.
+            where = f": {error.filename}" if error.filename else ""
+            click.echo(f"Error: {error.strerror or error}{where}", err=True)
+            raise click.exceptions.Exit(1) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             raise click.exceptions.Exit(130) from None
@@ -60,7 +65,33 @@ def config_option(function: Callable) -> Callable:
 
 
 def json_option(function: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+    """--json on a command; with it, an error (an invalid stack file, supervisord not running) is printed as
+    a JSON object {"error": {...}} on stdout too, with the same exit status."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, as_json: bool = False, **kwargs: Any) -> Any:
+        try:
+            return function(*args, as_json=as_json, **kwargs)
+        except BaremetalError as error:
+            if not as_json:
+                raise
+            print_json({"error": error_document(error)})
+            raise click.exceptions.Exit(error.exit_code) from None
+
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of a table (errors too: {\"error\": {...}}).")(wrapper)
+
+
+def error_document(error: BaremetalError) -> dict:
+    """An error as JSON: its message, kind and exit status, and for a stack file every issue with its field."""
+    from baremetal.errors import ConfigError
+
+    document: dict[str, Any] = {"message": str(error), "type": type(error).__name__, "exit_code": error.exit_code}
+    if isinstance(error, ConfigError):
+        document["file"] = str(error.file)
+        document["issues"] = [{"path": issue.path, "message": issue.message, "line": issue.line}
+                              for issue in error.issues]
+    return document
 
 
 def load(config_path: Path, node=None):

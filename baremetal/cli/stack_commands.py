@@ -43,14 +43,14 @@ def validate(config_path: Path, as_json: bool) -> None:
     exits 2 if there is any. Needs neither the models nor a GPU: `baremetal doctor` checks the host.
     """
     from baremetal.config.cluster import NodeChoice, NodeUnknownError
-    from baremetal.plan.pipeline import program_specs
+    from baremetal.plan.pipeline import checked_specs
 
     try:
         stacks = [load(config_path)]
     except NodeUnknownError as unknown:
         # A cluster file checked away from its nodes: check it as each node would see it.
         stacks = [load(config_path, node=NodeChoice(name, "--node", None)) for name in unknown.nodes]
-    views = [(stack, program_specs(stack)) for stack in stacks]
+    views = [(stack, checked_specs(stack)) for stack in stacks]
     if as_json:
         documents = [{"file": str(stack.source), "stack": stack.stack.name, "valid": True,
                       "node": stack.cluster.local if stack.cluster else None,

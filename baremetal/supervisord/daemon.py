@@ -107,7 +107,8 @@ def clean_stale(stack: Stack, say: Callable[[str], None]) -> None:
 
 def start(stack: Stack, client: SupervisorClient, timeout_s: float = START_TIMEOUT_S) -> int:
     """Start supervisord on the stack's config and wait until it answers; returns its pid."""
-    argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)]
+    # -X utf8: the files are UTF-8 (syntax.py proves them so), whatever the locale of whoever runs `up`.
+    argv = [sys.executable, "-X", "utf8", "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)]
     try:
         # supervisord forks and the parent exits; the daemon closes stdout/stderr, so this returns at once.
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)

@@ -144,3 +144,53 @@ def test_python_m_baremetal_and_no_heavy_imports():
                             capture_output=True, text=True, check=True)
     assert "Usage: baremetal" in result.stdout
     assert result.stdout.strip().endswith("[]")
+
+
+def cli_result(*args: str):
+    """The CLI with exceptions caught the way a user sees them (a traceback would show in the output)."""
+    result = CliRunner().invoke(cli, list(args))
+    shown = result.output + (repr(result.exception) if result.exception and result.exit_code not in (0, 1, 2) else "")
+    return result.exit_code, shown
+
+
+SMALL = '[stack]\nname = "t"\nroot = "{root}"\n[api]\nkind = "none"\n[watchdog]\nenabled = false\n'
+
+
+@pytest.mark.parametrize("case", ["root under /proc", "root a regular file", "--out where nobody may write",
+                                  "init under /proc", "TOML nested 5000 deep", "-c /dev/zero", "-c a folder"])
+def test_what_used_to_be_a_traceback_is_a_message_with_exit_2(short_tmp, case):
+    stack_file = short_tmp / "s.toml"
+    (short_tmp / "plain-file").write_text("x")
+    roots = {"root under /proc": "/proc/baremetal-root", "root a regular file": str(short_tmp / "plain-file")}
+    stack_file.write_text(SMALL.format(root=roots.get(case, "state")))
+    args = {
+        "root under /proc": ["render", "-c", str(stack_file)],
+        "root a regular file": ["render", "-c", str(stack_file)],
+        "--out where nobody may write": ["render", "--out", "/proc/self/baremetal-out", "-c", str(stack_file)],
+        "init under /proc": ["init", "/proc/baremetal.toml"],
+        "TOML nested 5000 deep": ["validate", "-c", str(short_tmp / "deep.toml")],
+        "-c /dev/zero": ["validate", "-c", "/dev/zero"],
+        "-c a folder": ["validate", "-c", str(short_tmp)],
+    }[case]
+    (short_tmp / "deep.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    code, output = cli_result(*args)
+    assert code == 2, output
+    assert "Traceback" not in output and output.startswith("Error: ")
+    expected = {"root under /proc": "choose a folder you can write to for the stack's root",
+                "root a regular file": "Not a directory", "--out where nobody may write": "for --out",
+                "init under /proc": "cannot write /proc/baremetal.toml", "TOML nested 5000 deep": "nested too deeply",
+                "-c /dev/zero": "is over 4 MiB", "-c a folder": "is a folder"}[case]
+    assert expected in output
+
+
+@pytest.mark.parametrize("command", [["validate"], ["status"], ["doctor"], ["events"], ["cluster", "status"]])
+def test_json_errors_for_an_invalid_stack_file(write_stack, command):
+    import json
+
+    stack_file = write_stack('[stack]\nname = "t"\n[watchdog]\ninterval = "0.0001ms"\n')
+    result = CliRunner().invoke(cli, [*command, "--json", "-c", str(stack_file)])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "ConfigError" and error["exit_code"] == 2 and error["file"] == str(stack_file)
+    assert error["issues"] == [{"path": "watchdog.interval", "message": "must be at least 50ms, got '0.0001ms'",
+                                "line": 4}]
