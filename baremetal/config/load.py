@@ -160,7 +160,8 @@ class _Reader:
                          timezone=timezone, environment=frozen_mapping(environment))
         problem = checks.root_problem(info.root)
         if problem:
-            self.problems.add("stack.root", problem)
+            default = "" if table.has("root") else f" (the root defaults to the stack file's folder, {info.root})"
+            self.problems.add("stack.root", problem + default)
         return info
 
     def _path(self, text: str, base: Path | None = None) -> Path:

@@ -151,6 +151,17 @@ def test_a_wrong_key_is_refused(endpoint):
         client.chat.completions.create(model="tiny-chat", messages=PLAIN, max_tokens=4)
 
 
+def test_the_literal_key_is_on_no_command_line_and_in_no_readable_file(fastchat_stack):
+    """The key answers (above), yet no process's argv and no rendered program file holds it: FastChat's API
+    server read it from the 0600 keys file."""
+    client = SupervisorClient(fastchat_stack.stack.socket_path)
+    argvs = [" ".join(process.cmdline()) for process in stack_processes(client)]
+    assert argvs and not [argv for argv in argvs if KEY in argv]
+    assert not [path for path in fastchat_stack.stack.supervisor_dir.rglob("*.conf") if KEY in path.read_text()]
+    keys_file = fastchat_stack.stack.run_dir / "api-keys.json"
+    assert KEY in keys_file.read_text() and oct(keys_file.stat().st_mode & 0o777) == "0o600"
+
+
 def test_langchain(endpoint, reference):
     from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
