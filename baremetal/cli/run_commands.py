@@ -1,4 +1,4 @@
-"""up, down, start, stop, restart, status, logs, ctl: run the stack under its supervisord.
+"""up, down, start, stop, restart, status, ctl: run the stack under its supervisord.
 
 Exit status: 0 success; 1 failure (a program failed or is not ready; for `status`: something is not
 running and ready); 2 bad usage (unknown program, bad stack file); 3 supervisord is not running.
@@ -275,69 +275,6 @@ def _cluster_status(stack, probe_timeout_s: float) -> tuple[str, dict, bool] | N
     return format_cluster(view, stack.cluster.gcs_address), cluster_json(view), view.healthy
 
 
-@click.command()
-@click.argument("program")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing what is appended, across log rotation.")
-@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=50, show_default=True,
-              help="How many of the last lines to print first.")
-@click.option("--stderr", is_flag=True, help="The program's stderr log (<program>.err.log), where most "
-              "Python servers, vLLM included, write their logging.")
-@config_option
-def logs(program: str, follow: bool, count: int, stderr: bool, config_path: Path) -> None:
-    """Print the end of a program's log file, and with -f follow it (like tail -F).
-
-    Reads <root>/logs/<program>.log (or .err.log with --stderr) directly, so it works whether or not
-    supervisord runs. PROGRAM may be a program, a model's served name, or `supervisord` for its own log.
-    """
-    from baremetal.supervisord.logtail import follow as follow_file
-    from baremetal.supervisord.logtail import last_lines
-
-    stack = load(config_path)
-    path = _log_path(stack, program, stderr)
-    out = sys.stdout.buffer
-    if not path.exists() and not follow:
-        click.echo(f"{path} does not exist yet (the program has not started since its logs were cleared)", err=True)
-        return
-    for line in last_lines(path, count):
-        out.write(line + b"\n")
-    out.flush()
-    if not stderr and path.exists() and path.stat().st_size == 0 and count:
-        click.echo(f"({path.name} is empty; the program may log to stderr: add --stderr)", err=True)
-    if follow:
-        import threading
-
-        def write(data: bytes) -> None:
-            out.write(data)
-            out.flush()
-
-        try:
-            follow_file(path, write, threading.Event())
-        except KeyboardInterrupt:
-            return
-
-
-def _log_path(stack, program: str, stderr: bool) -> Path:
-    from baremetal.plan.pipeline import known_specs
-    from baremetal.stack.lifecycle import resolve_programs
-
-    if program == "supervisord":
-        return stack.logs_dir / "supervisord.log"
-    suffix = ".err.log" if stderr else ".log"
-    if (stack.logs_dir / f"{program}{suffix}").exists():
-        return stack.logs_dir / f"{program}{suffix}"      # also programs removed from the stack since
-    specs = known_specs(stack)
-    models: dict[str, list[str]] = {}
-    for spec in specs:
-        if spec.model:
-            models.setdefault(spec.model, []).append(spec.name)
-    from baremetal.errors import UsageError
-
-    names = resolve_programs([program], [spec.name for spec in specs] + ["supervisord"], models)
-    if len(names) > 1:
-        raise UsageError(f"model {program!r} is served by {', '.join(names)}: name one of these programs")
-    return stack.logs_dir / f"{names[0]}{suffix}"
-
-
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @config_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -360,4 +297,4 @@ def ctl(args: tuple[str, ...], config_path: Path) -> None:
     execute(sys.executable, argv)
 
 
-COMMANDS = [up, down, start, stop, restart, status, logs, ctl]
+COMMANDS = [up, down, start, stop, restart, status, ctl]

@@ -58,40 +58,66 @@ def last_text(path: Path, count: int) -> str:
     return "\n".join(line.decode("utf-8", errors="replace") for line in last_lines(path, count))
 
 
+class FileFollower:
+    """What is appended to one file since the last look, as `tail -F` sees it: it follows rotation (the
+    file renamed and a new one opened under the name) and truncation. A file that does not exist yet is
+    waited for, and read from its start once it appears. `read` never blocks."""
+
+    def __init__(self, path: Path, start_at_end: bool = True):
+        self.path = Path(path)
+        self._stream = _open(self.path)
+        if self._stream is not None and start_at_end:
+            self._stream.seek(0, os.SEEK_END)
+
+    def read(self, max_bytes: int = 1 << 20) -> bytes:
+        """Everything new since the last call (b"" when nothing), at most about `max_bytes` at a time."""
+        chunks: list[bytes] = []
+        size = 0
+        while size < max_bytes:
+            if self._stream is None:
+                self._stream = _open(self.path)
+                if self._stream is None:
+                    break
+            data = self._stream.read(max_bytes - size)
+            if data:
+                chunks.append(data)
+                size += len(data)
+                continue
+            replaced = _replaced(self.path, self._stream)
+            if replaced == "rotated":
+                rest = self._stream.read()   # what was written just before the rename
+                if rest:
+                    chunks.append(rest)
+                    size += len(rest)
+                self._stream.close()
+                self._stream = _open(self.path)
+                continue
+            if replaced == "truncated":
+                self._stream.seek(0)
+                continue
+            break
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Close the file being read."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
 def follow_chunks(path: Path, stop: Callable[[], bool], start_at_end: bool = True,
                   interval_s: float = 0.2) -> Iterator[bytes]:
-    """What is appended to `path`, chunk by chunk, until `stop()` is true, following rotation (the file
-    renamed and a new one opened under the name) and truncation, as `tail -F` does. A file that does not
-    exist yet is waited for, and read from its start once it appears."""
-    stream = _open(path)
-    if stream is not None and start_at_end:
-        stream.seek(0, os.SEEK_END)
+    """What is appended to `path`, chunk by chunk, until `stop()` is true (see FileFollower)."""
+    follower = FileFollower(path, start_at_end)
     try:
         while not stop():
-            if stream is None:
-                stream = _open(path)
-                if stream is None:
-                    time.sleep(interval_s)
-                    continue
-            data = stream.read()
+            data = follower.read()
             if data:
                 yield data
                 continue
-            replaced = _replaced(path, stream)
-            if replaced == "rotated":
-                rest = stream.read()   # what was written just before the rename
-                if rest:
-                    yield rest
-                stream.close()
-                stream = _open(path)
-                continue
-            if replaced == "truncated":
-                stream.seek(0)
-                continue
             time.sleep(interval_s)
     finally:
-        if stream is not None:
-            stream.close()
+        follower.close()
 
 
 def follow(path: Path, write: Callable[[bytes], None], stop: threading.Event, start_at_end: bool = True,
