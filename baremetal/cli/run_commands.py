@@ -18,6 +18,7 @@ TIMEOUT_HELP = ("How long to wait for readiness, e.g. 90s, 20m, or a bare number
                 "(default: the stack's watchdog.load_timeout).")
 TIMEOUT_FLOOR_S = 1.0
 PROBE_TIMEOUT_FLOOR_S = 0.01
+WATCH_INTERVAL_FLOOR_S = 0.1
 
 
 def _timeout_s(text: str | None, stack) -> float:
@@ -200,16 +201,34 @@ def restart(programs: tuple[str, ...], wait: bool, timeout: str | None, config_p
 @click.command()
 @click.option("--probe-timeout", metavar="DURATION", default="500ms", show_default=True,
               help="How long each readiness probe may take (a duration, or a bare number of seconds).")
+@click.option("-w", "--watch", is_flag=True, help="Run again every --interval until Ctrl-C (exit status 130): "
+              "redrawn in place on a terminal, one after the other otherwise (with --json: one object a line).")
+@click.option("--interval", metavar="DURATION", default="2s", show_default=True, help="With --watch: how often.")
 @json_option
 @config_option
-def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
+def status(probe_timeout: str, watch: bool, interval: str, as_json: bool, config_path: Path) -> None:
     """One line per program: state, pid, uptime, readiness, restarts, GPUs, port.
 
     READY comes from a quick probe of each running program (all at once, short timeout); RESTARTS counts
     spawns since supervisord started (from its log); the watchdog's view is shown while its report
     is fresh. Exit status: 0 every program running and ready, 1 some are not, 3 supervisord is not
-    running.
+    running. --watch is `watch baremetal status` for terminals where `baremetal top` is not wanted.
     """
+    probe_timeout_s = _duration(probe_timeout, "--probe-timeout", PROBE_TIMEOUT_FLOOR_S)
+    interval_s = _duration(interval, "--interval", WATCH_INTERVAL_FLOOR_S)
+    stack = load(config_path)
+    if watch:
+        from baremetal.cli.status_watch import watch as watch_status
+
+        watch_status(lambda: _status_once(stack, probe_timeout_s, as_json, watching=True), interval_s, as_json)
+    code = _status_once(stack, probe_timeout_s, as_json)
+    if code:
+        click.get_current_context().exit(code)
+
+
+def _status_once(stack, probe_timeout_s: float, as_json: bool, watching: bool = False) -> int:
+    """Print the status once; its exit status. While watching, a supervisord that is not running is a
+    line of the output (it may come up), and JSON is one line."""
     import time
 
     from baremetal.cli.status_view import format_table, to_json
@@ -219,8 +238,7 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
     from baremetal.stack.http_client import LiteClient
     from baremetal.stack.status import collect
 
-    probe_timeout_s = _duration(probe_timeout, "--probe-timeout", PROBE_TIMEOUT_FLOOR_S)
-    stack = load(config_path)
+    show_json = _one_line_json if watching else print_json
     client = _client(stack, timeout_s=5.0)
     try:
         api_key = probe_key(stack.api)
@@ -234,13 +252,16 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
 
         state = check(stack, client)
         if as_json:
-            print_json({"stack": stack.stack.name, "supervisord": {"running": False, "state": state.state.value,
-                                                                     "pid": state.pid}, "programs": []})
-            click.get_current_context().exit(3)
+            show_json({"stack": stack.stack.name, "supervisord": {"running": False, "state": state.state.value,
+                                                                    "pid": state.pid}, "programs": []})
+            return 3
+        if watching:
+            click.echo(state.describe(stack))
+            return 3
         raise NotRunningError(state.describe(stack)) from None
     cluster = _cluster_status(stack, probe_timeout_s)
     if as_json:
-        print_json(to_json(result) | ({"cluster": cluster[1]} if cluster else {}))
+        show_json(to_json(result) | ({"cluster": cluster[1]} if cluster else {}))
     else:
         click.echo(format_table(result))
         if cluster:
@@ -248,8 +269,13 @@ def status(probe_timeout: str, as_json: bool, config_path: Path) -> None:
         elif stack.cluster:
             click.echo(f"\nnode {stack.cluster.local!r} of a cluster: `baremetal status` on the head "
                        f"({stack.cluster.head.name}) shows every node")
-    if not result.healthy or (cluster and not cluster[2]):
-        click.get_current_context().exit(1)
+    return 1 if not result.healthy or (cluster and not cluster[2]) else 0
+
+
+def _one_line_json(value) -> None:
+    import json
+
+    click.echo(json.dumps(value, default=str, separators=(",", ":")))
 
 
 def _gpus_now() -> list[dict]:

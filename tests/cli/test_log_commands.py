@@ -111,7 +111,7 @@ def test_follow_every_program_through_rotation_then_ctrl_c_exits_130(config, log
             follower.wait()
 
 
-@pytest.mark.parametrize("args", [["logs", "web", "-f"], ["events", "-f"]])
+@pytest.mark.parametrize("args", [["logs", "web", "-f"], ["events", "-f"], ["status", "--watch", "--interval", "200ms"]])
 def test_ctrl_c_exits_130(config, logs, args):
     (logs / "web.log").write_text("a line\n")
     (logs / "events.jsonl").write_text('{"time_s": 1, "kind": "ready", "program": "web", "message": "ready"}\n')
