@@ -27,6 +27,7 @@ Typical day:
   baremetal install                    build the runtime environments (vLLM, FastChat)
   baremetal up                         render, start supervisord, wait until every model serves
   baremetal status                     what runs, what is ready, restarts, GPUs
+  baremetal top                        all of it live: programs, models, GPUs, events, logs
   baremetal logs -f                    follow every program's logs (or one: logs vllm-chat -f)
   baremetal down                       stop everything
 
@@ -51,10 +52,10 @@ def cli(context: click.Context, config: str | None, node: str | None) -> None:
 
 def _register() -> None:
     from baremetal.cli import (cluster_commands, demo_commands, gateway_commands, host_commands, install_commands,
-                               log_commands, run_commands, stack_commands, watchdog_commands)
+                               log_commands, run_commands, stack_commands, top_commands, watchdog_commands)
 
-    for module in (stack_commands, run_commands, log_commands, install_commands, host_commands, demo_commands,
-                   gateway_commands, watchdog_commands, cluster_commands):
+    for module in (stack_commands, run_commands, log_commands, top_commands, install_commands, host_commands,
+                   demo_commands, gateway_commands, watchdog_commands, cluster_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

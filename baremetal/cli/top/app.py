@@ -1,0 +1,316 @@
+"""The Textual view of `baremetal top`: the frame drawn as tables, refreshed by a reader thread, and the
+keys that act on the selected program or event. The only module that imports Textual at load time."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Log, Static
+
+from baremetal.cli.top import cells
+from baremetal.cli.top.actions import QUESTIONS, Action, ActionResult, run_action
+from baremetal.cli.top.builder import FrameBuilder
+from baremetal.cli.top.evidence import evidence_text
+from baremetal.cli.top.frame import EventRow, Frame
+from baremetal.cli.top.screens import Confirm, FollowLogs, TextPage, plain
+from baremetal.cli.top.sources import NodeReader
+
+MESSAGE_CELLS = 90
+RED = {"FATAL", "BACKOFF", "EXITED", "STOPPED", "NOT LOADED", "NO", "stuck", "failed", "given_up",
+       "hardware_fault", "restarting"}
+YELLOW = {"STARTING", "STOPPING", "loading", "?"}
+
+
+class FrameReady(Message):
+    """A new frame from the reader thread."""
+
+    def __init__(self, frame: Frame):
+        super().__init__()
+        self.frame = frame
+
+
+def styled(value: str) -> Text:
+    """A cell as plain text (never markup: log lines and messages hold brackets), coloured by meaning."""
+    word = value.split(" ")[0].rstrip(",")
+    style = "bold red" if word in RED else "yellow" if word in YELLOW else "green" if word in ("RUNNING", "yes",
+                                                                                                "ready") else ""
+    return Text(value, style=style)
+
+
+@dataclass
+class Shown:
+    """What a table shows now: its rows' keys in order, their cells, and the widest cell of each column."""
+
+    keys: list[str] = field(default_factory=list)
+    cells: dict[str, list[str]] = field(default_factory=dict)
+    widths: dict[str, int] = field(default_factory=dict)
+
+
+def sync_table(table: DataTable, headers: list[str], rows: list[tuple[str, list[str]]], shown: Shown) -> None:
+    """Make `table` show `rows` (key, cells), touching only the cells that changed."""
+    if not table.columns:
+        for header in headers:
+            table.add_column(header, key=header)
+    keys = [key for key, _cells in rows]
+    if keys != shown.keys:
+        selected = selected_key(table)
+        table.clear()
+        for key, values in rows:
+            table.add_row(*map(styled, values), key=key)
+        shown.keys, shown.cells = keys, dict(rows)
+        shown.widths = {header: max([len(values[index]) for _key, values in rows] + [len(header)])
+                        for index, header in enumerate(headers)}
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected))
+        return
+    for key, values in rows:
+        for header, new, old in zip(headers, values, shown.cells[key]):
+            if new != old:
+                # A wider cell re-measures the column (a layout of the screen); others repaint only.
+                wider = len(new) > shown.widths.get(header, 0)
+                shown.widths[header] = max(shown.widths.get(header, 0), len(new))
+                table.update_cell(key, header, styled(new), update_width=wider)
+        shown.cells[key] = values
+
+
+def selected_key(table: DataTable) -> str | None:
+    """The key of the row under the cursor; None in an empty table."""
+    if not table.row_count:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # noqa: BLE001 - a cursor past the rows just removed
+        return None
+
+
+class TopApp(App):
+    """Programs, models, keys, GPUs, events and a log tail, refreshed every `interval_s`."""
+
+    TITLE = "baremetal top"
+    CSS = """
+    #headline { height: 1; background: $primary-background; }
+    .title { height: 1; color: $accent; text-style: bold; }
+    #programs { height: auto; max-height: 18; }
+    #models { height: auto; max-height: 10; }
+    #keys { height: auto; max-height: 8; }
+    #gpus { height: auto; max-height: 10; }
+    #bottom { height: 1fr; min-height: 8; }
+    #events-box { width: 1fr; }
+    #log-box { width: 1fr; }
+    #events { height: 1fr; }
+    #log { height: 1fr; }
+    #message { height: 1; background: $boost; }
+    #log-title { height: 1; }
+    #gateway-note { height: auto; max-height: 3; }
+    #no-gpu { height: auto; max-height: 3; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("r", "act('restart')", "Restart"),
+        Binding("s", "act('stop')", "Stop"),
+        Binding("u", "act('start')", "Start"),
+        Binding("l", "follow_logs", "Follow logs"),
+        Binding("o", "switch_stream", "stdout/stderr"),
+        Binding("e", "evidence", "Evidence"),
+    ]
+
+    def __init__(self, reader: NodeReader, builder: FrameBuilder, config_path: Path, interval_s: float = 1.0,
+                 node: str | None = None, runner: Callable[..., ActionResult] = run_action,
+                 program: str | None = None):
+        super().__init__()
+        self.reader, self.builder = reader, builder
+        self.config_path, self.node, self.interval_s = config_path, node, interval_s
+        self.runner = runner
+        self.frame: Frame | None = None
+        self.selected: str | None = program
+        self.stream: str | None = None            # None: the stream written last
+        self.last_action: str = ""
+        self._shown = {name: Shown() for name in ("programs", "models", "keys", "gpus", "events")}
+        self._log_shown: tuple | None = None
+        self._events: dict[str, EventRow] = {}
+        self._lines: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._read_loop, name="top-reader", daemon=True)
+
+    def compose(self) -> ComposeResult:
+        yield Static("baremetal top: reading ...", id="headline", markup=False)
+        yield Static("PROGRAMS", classes="title")
+        yield DataTable(id="programs", cursor_type="row")
+        yield Static("MODELS", classes="title")
+        yield DataTable(id="models", cursor_type="none", show_cursor=False)
+        yield Static("", id="gateway-note", markup=False)
+        yield DataTable(id="keys", cursor_type="none", show_cursor=False)
+        yield Static("GPUS", classes="title")
+        yield DataTable(id="gpus", cursor_type="none", show_cursor=False)
+        yield Static("", id="no-gpu", markup=False)
+        with Horizontal(id="bottom"):
+            with Vertical(id="events-box"):
+                yield Static("EVENTS (e: evidence of the selected one)", classes="title")
+                yield DataTable(id="events", cursor_type="row")
+            with Vertical(id="log-box"):
+                yield Static("LOG", id="log-title", classes="title", markup=False)
+                yield Log(id="log", max_lines=1000)
+        yield Static("", id="message", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for selector in ("#models", "#keys", "#gpus"):       # Tab goes between the programs and the events
+            self.query_one(selector, DataTable).can_focus = False
+        self._select(self.selected)
+        self._thread.start()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.reader.close()
+
+    # -- the reader thread ---------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.builder.build(self.reader.read())
+            if self._stop.is_set():
+                return
+            self.post_message(FrameReady(frame))
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def _select(self, program: str | None) -> None:
+        self.selected = program
+        self.reader.selected = (program, self.stream) if program else None
+        self._wake.set()
+
+    # -- drawing -------------------------------------------------------------------------------
+    def on_frame_ready(self, message: FrameReady) -> None:
+        frame = self.frame = message.frame
+        step = cells.per_char(frame.interval_s)
+        self.line("#headline", cells.headline(frame))
+        programs = self.query_one("#programs", DataTable)
+        sync_table(programs, cells.PROGRAM_HEADERS, [(row.name, cells.program_cells(row)) for row in frame.programs],
+                   self._shown["programs"])
+        if self.selected is None and frame.programs:
+            self._select(selected_key(programs))
+        sync_table(self.query_one("#models", DataTable), cells.MODEL_HEADERS,
+                   [(row.name, cells.model_cells(row, step)) for row in frame.models], self._shown["models"])
+        self.line("#gateway-note", frame.gateway_note or "", layout=True)
+        self.query_one("#gateway-note", Static).display = bool(frame.gateway_note)
+        keys = self.query_one("#keys", DataTable)
+        keys.display = bool(frame.keys)
+        sync_table(keys, cells.KEY_HEADERS, [(f"{row.key}\0{row.model}", cells.key_cells(row)) for row in frame.keys],
+                   self._shown["keys"])
+        self._draw_gpus(frame, step)
+        self._events = event_keys(frame)
+        sync_table(self.query_one("#events", DataTable), cells.EVENT_HEADERS,
+                   [(key, _short(cells.event_cells(row))) for key, row in self._events.items()], self._shown["events"])
+        self._draw_log(frame)
+
+    def line(self, selector: str, text: str, layout: bool = False) -> None:
+        """Set a Static's text; only a change repaints it, and without a layout of the screen unless
+        `layout` (the one-line ones have their height fixed by the CSS): that keeps a refresh cheap."""
+        if self._lines.get(selector) != text:
+            self._lines[selector] = text
+            self.query_one(selector, Static).update(text, layout=layout)
+
+    def _draw_gpus(self, frame: Frame, step: int) -> None:
+        gpus, no_gpu = self.query_one("#gpus", DataTable), self.query_one("#no-gpu", Static)
+        gpus.display, no_gpu.display = bool(frame.gpus), not frame.gpus
+        if frame.gpus:
+            sync_table(gpus, cells.GPU_HEADERS, [(str(row.index), cells.gpu_cells(row, step)) for row in frame.gpus],
+                       self._shown["gpus"])
+        else:
+            self.line("#no-gpu", cells.no_gpu_line(frame), layout=True)
+
+    def _draw_log(self, frame: Frame) -> None:
+        tail = frame.log
+        title = "LOG (select a program)"
+        if tail is not None:
+            other = "stdout" if tail.stream == "stderr" else "stderr"
+            title = f"LOG {tail.program} {tail.stream} · o: {other} · l: follow · {tail.path}"
+        self.line("#log-title", title)
+        shown = (tail.program, tail.stream, tail.lines) if tail else None
+        if shown != self._log_shown:
+            log = self.query_one("#log", Log)
+            log.clear()
+            log.write_lines([plain(line) for line in (tail.lines if tail else ())])
+            self._log_shown = shown
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "programs" and event.row_key.value != self.selected:
+            self.stream = None
+            self._select(event.row_key.value)
+
+    # -- keys ----------------------------------------------------------------------------------
+    def action_act(self, action: Action) -> None:
+        program = self.selected
+        if not program:
+            self.say("select a program first (arrow keys in the programs table)")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.say(f"{action} {program}: running `baremetal {action} {program}` ...")
+                self._run(action, program)
+            else:
+                self.say(f"{action} {program}: not done")
+
+        self.push_screen(Confirm(QUESTIONS[action].format(program=program) + "\n\nDo it?"), answered)
+
+    @work(thread=True, group="actions")
+    def _run(self, action: Action, program: str) -> None:
+        result = self.runner(action, program, self.config_path, self.node)
+        self.call_from_thread(self._done, result)
+
+    def _done(self, result: ActionResult) -> None:
+        self.say(result.summary())
+        self.notify("\n".join(result.output[-5:]) or result.summary(), title=f"{result.action} {result.program}",
+                    severity="information" if result.ok else "error", markup=False)
+        self._wake.set()
+
+    def say(self, text: str) -> None:
+        """The message line: what the last action did."""
+        self.last_action = text
+        self.line("#message", text)
+
+    def action_follow_logs(self) -> None:
+        if self.selected:
+            self.push_screen(FollowLogs(self.selected, self.reader.stack.logs_dir))
+
+    def action_switch_stream(self) -> None:
+        if self.frame is None or self.frame.log is None:
+            return
+        self.stream = "stdout" if self.frame.log.stream == "stderr" else "stderr"
+        self._select(self.selected)
+
+    def action_evidence(self) -> None:
+        if self.frame is None:
+            return
+        event = self._events.get(selected_key(self.query_one("#events", DataTable)) or "")
+        if event is None:
+            self.say("no event selected (Tab to the events table, then the arrow keys)")
+            return
+        self.push_screen(TextPage(f"event: {event.kind} {event.program or ''}", evidence_text(event.event)))
+
+
+def event_keys(frame: Frame) -> dict[str, EventRow]:
+    """The events by a key that stays with the event while newer ones arrive (its time, kind, program)."""
+    keyed: dict[str, EventRow] = {}
+    for row in frame.events:
+        key = f"{row.time_s:.3f} {row.kind} {row.program}"
+        while key in keyed:
+            key += "+"
+        keyed[key] = row
+    return keyed
+
+
+def _short(values: list[str]) -> list[str]:
+    return values[:-1] + [values[-1] if len(values[-1]) <= MESSAGE_CELLS else values[-1][:MESSAGE_CELLS - 1] + "…"]
