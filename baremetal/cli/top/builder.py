@@ -64,7 +64,7 @@ class FrameBuilder:
         specs = {spec.name: spec for spec in self.specs}
         infos = {info.name: info for info in reading.processes or ()}
         names = [spec.name for spec in self.specs] + sorted(set(infos) - set(specs))
-        backends = _fresh_backends(reading)
+        backends = gateway_state(reading, "backends")
         draining = _draining(reading)
         memory = _gpu_memory(reading)
         rows = []
@@ -101,7 +101,7 @@ class FrameBuilder:
         newest = self.counts[-1] if self.counts and reading.metrics_text is not None else None
         window = _before(self.counts, reading.time_s - RATE_WINDOW_S)
         minute = _before(self.counts, reading.time_s - MINUTE_S)
-        held = {name: entry.get("held") for name, entry in gateway_state_models(reading).items()}
+        held = {name: entry.get("held") for name, entry in gateway_state(reading, "models").items()}
         rows = []
         for name in models + sorted(set(newest.models if newest else ()) - set(models)):
             counts = newest.models.get(name, ModelCounts()) if newest else None
@@ -186,14 +186,15 @@ def watchdog_max_age_s(interval_s: float) -> float:
     return max(WATCHDOG_MIN_AGE_S, 5 * interval_s)
 
 
-def gateway_state_models(reading: Reading) -> Mapping[str, Any]:
-    """gateway.json's models (requests held per model) while the file is fresh; {} otherwise."""
+def gateway_state(reading: Reading, section: str) -> Mapping[str, Mapping[str, Any]]:
+    """One section of gateway.json ("backends" by program, "models" by name) while the file is fresh;
+    {} otherwise (no gateway, a dead one, or one that does not write it yet)."""
     state = reading.gateway_state
     if not isinstance(state, Mapping) or not _fresh(state, reading.time_s, GATEWAY_FRESH_S):
         return {}
-    models = state.get("models")
-    return {name: entry for name, entry in models.items() if isinstance(entry, Mapping)} \
-        if isinstance(models, Mapping) else {}
+    entries = state.get(section)
+    return {name: entry for name, entry in entries.items() if isinstance(entry, Mapping)} \
+        if isinstance(entries, Mapping) else {}
 
 
 def _gpu_memory(reading: Reading) -> dict[str, int]:
@@ -205,15 +206,6 @@ def _gpu_memory(reading: Reading) -> dict[str, int]:
             if owner:
                 memory[owner] = memory.get(owner, 0) + int(process.get("memory_used_bytes") or 0)
     return memory
-
-
-def _fresh_backends(reading: Reading) -> Mapping[str, Mapping[str, Any]]:
-    state = reading.gateway_state
-    if not isinstance(state, Mapping) or not _fresh(state, reading.time_s, GATEWAY_FRESH_S):
-        return {}
-    backends = state.get("backends")
-    return {name: entry for name, entry in backends.items() if isinstance(entry, Mapping)} \
-        if isinstance(backends, Mapping) else {}
 
 
 def _draining(reading: Reading) -> set[str]:

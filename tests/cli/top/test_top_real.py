@@ -25,11 +25,10 @@ from baremetal.cli.top.sources import NodeReader
 from baremetal.config import load_stack
 from baremetal.host.nvml import GpuMonitor
 from baremetal.plan.pipeline import known_specs
-from tests.support.engine_envs import REPO
 from tests.support.fake_nvml import FakeGpu, FakeNvml
 from tests.support.lifecycle import force_down, run
 from tests.support.pilot import select, table_rows, until
-from tests.support.ports import free_ports
+from tests.support.upstream_stack import upstream_stack_toml
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]   # real supervisord and servers, the real gateway and watchdog
@@ -41,32 +40,8 @@ PROGRAMS = ("up-a", "up-b", "idle", "api", "watchdog")
 @pytest.fixture(scope="module")
 def stack_file():
     root = Path(tempfile.mkdtemp(prefix="bm-top-", dir="/tmp"))
-    gateway, metrics, port_a, port_b = free_ports(4)
-    upstreams = "".join(f'''
-[[program]]
-name = "{name}"
-command = ["{sys.executable}", "-m", "tests.gateway.upstream", "--port", "{port}", "--name", "{name}"]
-directory = "{REPO}"
-startsecs = 1
-health = "http://127.0.0.1:{port}/health"
-serves = {{ model = "chat", task = "chat", url = "http://127.0.0.1:{port}" }}
-''' for name, port in (("up-a", port_a), ("up-b", port_b)))
     path = root / "baremetal.toml"
-    path.write_text(f'''
-[stack]
-name = "toptest"
-root = "state"
-[api]
-port = {gateway}
-api_keys = ["{KEY}"]
-[watchdog]
-metrics_port = {metrics}
-{upstreams}
-[[program]]
-name = "idle"
-command = ["sleep", "100000"]
-startsecs = 1
-''')
+    path.write_text(upstream_stack_toml("toptest", KEY, [("up-a", "chat"), ("up-b", "chat")]))
     result = run("up", "--timeout", "60s", "-c", str(path))
     try:
         assert result.exit_code == 0, result.output
