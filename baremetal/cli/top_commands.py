@@ -24,7 +24,7 @@ EVENTS    the watchdog's newest events; LOG: the end of the selected program's l
 
 \b
 Keys: arrows select a program (Tab: the events table)  r restart  s stop  u start  l follow its logs
-      o its other log (stdout/stderr)  e the selected event's evidence  q quit
+      o its other log (stdout/stderr)  e the selected event's evidence  q quit (Ctrl-C: exit status 130)
 Every action asks first (y/n), runs the same command as `baremetal restart|stop|start PROGRAM`
 (the same drain of requests in flight, the same wait for readiness) and says what it did.
 
@@ -81,7 +81,10 @@ def top(once: bool, interval: str, program: str | None, config_path: Path) -> No
     from baremetal.cli.top.app import TopApp
 
     node = (click.get_current_context().find_root().obj or {}).get("node")
-    TopApp(reader, builder, config_path, interval_s, node=node, program=program).run()
+    app = TopApp(reader, builder, config_path, interval_s, node=node, program=program)
+    app.run()
+    if app.return_code:
+        raise click.exceptions.Exit(app.return_code)
 
 
 def _once(reader, builder, program: str | None, interval_s: float) -> None:

@@ -49,10 +49,12 @@ def command(action: Action, program: str, config_path: Path, node: str | None = 
 
 def run_action(action: Action, program: str, config_path: Path, node: str | None = None,
                timeout_s: float | None = None) -> ActionResult:
-    """Run the command to its end (start and restart wait until the program serves) and keep its output."""
+    """Run the command to its end (start and restart wait until the program serves) and keep its output.
+    It runs in a session of its own: quitting `top` or closing its terminal does not cut a restart in
+    half (a program stopped and never started again)."""
     try:
         done = subprocess.run(command(action, program, config_path, node), capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+                              timeout=timeout_s, stdin=subprocess.DEVNULL, start_new_session=True)
     except subprocess.TimeoutExpired as expired:
         text = (expired.stdout or "") if isinstance(expired.stdout, str) else ""
         return ActionResult(action, program, 124, tuple(text.splitlines()[-OUTPUT_LINES:]) + (

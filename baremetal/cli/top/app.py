@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -36,6 +35,14 @@ class FrameReady(Message):
     def __init__(self, frame: Frame):
         super().__init__()
         self.frame = frame
+
+
+class ActionDone(Message):
+    """A command run for a key has ended."""
+
+    def __init__(self, result: ActionResult):
+        super().__init__()
+        self.result = result
 
 
 def styled(value: str) -> Text:
@@ -115,6 +122,7 @@ class TopApp(App):
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "interrupted", "Quit", show=False, priority=True),
         Binding("r", "act('restart')", "Restart"),
         Binding("s", "act('stop')", "Stop"),
         Binding("u", "act('start')", "Start"),
@@ -265,16 +273,26 @@ class TopApp(App):
 
         self.push_screen(Confirm(QUESTIONS[action].format(program=program) + "\n\nDo it?"), answered)
 
-    @work(thread=True, group="actions")
     def _run(self, action: Action, program: str) -> None:
-        result = self.runner(action, program, self.config_path, self.node)
-        self.call_from_thread(self._done, result)
+        # A thread of our own, not a Textual worker: quitting must not wait for a start that waits for a
+        # slow model; the command itself runs on in its own session (see actions.run_action).
+        def act() -> None:
+            result = self.runner(action, program, self.config_path, self.node)
+            if not self._stop.is_set():
+                self.post_message(ActionDone(result))
 
-    def _done(self, result: ActionResult) -> None:
+        threading.Thread(target=act, name=f"top-{action}", daemon=True).start()
+
+    def on_action_done(self, message: ActionDone) -> None:
+        result = message.result
         self.say(result.summary())
         self.notify("\n".join(result.output[-5:]) or result.summary(), title=f"{result.action} {result.program}",
                     severity="information" if result.ok else "error", markup=False)
         self._wake.set()
+
+    def action_interrupted(self) -> None:
+        """Ctrl-C quits too, with the exit status of an interrupted command (130)."""
+        self.exit(return_code=130)
 
     def say(self, text: str) -> None:
         """The message line: what the last action did."""
