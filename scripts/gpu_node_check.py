@@ -12,6 +12,8 @@ interpreter `--python` (an env of kind "system"). What it does, in order, each s
 3. a stack: tiny-chat served in bf16 on GPU 0, the same weights as an embedding model on GPU 0, the
    gateway and the watchdog; `validate`, `doctor`, `up`, `status`, `gpus --json`;
 4. a chat (whole and streamed), a named tool call and an embedding through the gateway (openai SDK);
+   then `baremetal top --once` while chats go through the gateway (DIR/top.txt: the GPU panel with
+   NVML's numbers, the chat model's requests/s, time to first token and tokens/s);
 5. the hang: a long streamed request in flight, `VLLM::EngineCore` SIGSTOPped; /health is asked
    (still 200?), the watchdog's restart event is timed, NVML is asked whether the frozen engine's GPU
    memory is gone, and the time until the gateway serves a chat again;
@@ -214,6 +216,31 @@ class Check:
                 "embeddings": len(vectors.data), "dimensions": len(first),
                 "norm": round(sum(v * v for v in first) ** 0.5, 4)}
 
+    def top(self) -> dict:
+        """One frame of `baremetal top` while a client sends chats, so that its rates are not zero."""
+        client, stop = self.client(), threading.Event()
+
+        def send() -> None:
+            while not stop.is_set():
+                client.chat.completions.create(model="tiny-chat", temperature=0, max_tokens=32,
+                                               messages=[{"role": "user", "content": chats.PLAIN_QUESTION}])
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            result = self.baremetal("top", "--once", "--interval", "3s", "-p", "vllm-chat")
+        finally:
+            stop.set()
+            sender.join(60)
+        (self.out / "top.txt").write_text(result.stdout + result.stderr)
+        print(result.stdout, flush=True)
+        lines = result.stdout.splitlines()
+        panel = lines[lines.index("GPUS") + 1:] if "GPUS" in lines else []
+        panel = panel[:panel.index("")] if "" in panel else panel
+        return {"exit": result.returncode, "gpu_rows": [line for line in panel[1:] if line[:1].isdigit()],
+                "tiny-chat": next((line for line in lines if line.startswith("tiny-chat ")), None),
+                "no_gpu_line": any(line.startswith("no GPU:") for line in lines)}
+
     def direct_tool_call(self) -> str:
         """The same named tool call sent to the vLLM server itself (is a failure vLLM's or the gateway's?)."""
         import httpx
@@ -348,6 +375,7 @@ def main() -> int:
         if check.step("up", check.up) is not None:
             check.step("status", check.status)
             check.step("requests", check.requests)
+            check.step("top", check.top)
             check.step("hang", check.hang)
             check.step("status-after", check.status)
         check.step("down", check.down)
