@@ -10,8 +10,7 @@ from baremetal.cli.top.app import TopApp
 
 def table_rows(app: TopApp, selector: str) -> dict[str, list[str]]:
     """What a table shows: row key -> its cells as text."""
-    table = app.query_one(selector)
-    return {key.value: [str(cell) for cell in table.get_row(key)] for key in table.rows}
+    return dict(app.query_one(selector).rows)
 
 
 async def until(pilot, predicate, timeout_s: float, what: str):

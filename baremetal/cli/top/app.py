@@ -4,16 +4,14 @@ keys that act on the selected program or event. The only module that imports Tex
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Log, Static
+from textual.widgets import Footer, Log, Static
 
 from baremetal.cli.top import cells
 from baremetal.cli.top.actions import QUESTIONS, Action, ActionResult, run_action
@@ -22,11 +20,9 @@ from baremetal.cli.top.evidence import evidence_text
 from baremetal.cli.top.frame import EventRow, Frame
 from baremetal.cli.top.screens import Confirm, FollowLogs, TextPage, plain
 from baremetal.cli.top.sources import NodeReader
+from baremetal.cli.top.widgets import TextTable
 
 MESSAGE_CELLS = 90
-RED = {"FATAL", "BACKOFF", "EXITED", "STOPPED", "NOT LOADED", "NO", "stuck", "failed", "given_up",
-       "hardware_fault", "restarting"}
-YELLOW = {"STARTING", "STOPPING", "loading", "?"}
 
 
 class FrameReady(Message):
@@ -45,60 +41,6 @@ class ActionDone(Message):
         self.result = result
 
 
-def styled(value: str) -> Text:
-    """A cell as plain text (never markup: log lines and messages hold brackets), coloured by meaning."""
-    word = value.split(" ")[0].rstrip(",")
-    style = "bold red" if word in RED else "yellow" if word in YELLOW else "green" if word in ("RUNNING", "yes",
-                                                                                                "ready") else ""
-    return Text(value, style=style)
-
-
-@dataclass
-class Shown:
-    """What a table shows now: its rows' keys in order, their cells, and the widest cell of each column."""
-
-    keys: list[str] = field(default_factory=list)
-    cells: dict[str, list[str]] = field(default_factory=dict)
-    widths: dict[str, int] = field(default_factory=dict)
-
-
-def sync_table(table: DataTable, headers: list[str], rows: list[tuple[str, list[str]]], shown: Shown) -> None:
-    """Make `table` show `rows` (key, cells), touching only the cells that changed."""
-    if not table.columns:
-        for header in headers:
-            table.add_column(header, key=header)
-    keys = [key for key, _cells in rows]
-    if keys != shown.keys:
-        selected = selected_key(table)
-        table.clear()
-        for key, values in rows:
-            table.add_row(*map(styled, values), key=key)
-        shown.keys, shown.cells = keys, dict(rows)
-        shown.widths = {header: max([len(values[index]) for _key, values in rows] + [len(header)])
-                        for index, header in enumerate(headers)}
-        if selected in keys:
-            table.move_cursor(row=keys.index(selected))
-        return
-    for key, values in rows:
-        for header, new, old in zip(headers, values, shown.cells[key]):
-            if new != old:
-                # A wider cell re-measures the column (a layout of the screen); others repaint only.
-                wider = len(new) > shown.widths.get(header, 0)
-                shown.widths[header] = max(shown.widths.get(header, 0), len(new))
-                table.update_cell(key, header, styled(new), update_width=wider)
-        shown.cells[key] = values
-
-
-def selected_key(table: DataTable) -> str | None:
-    """The key of the row under the cursor; None in an empty table."""
-    if not table.row_count:
-        return None
-    try:
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-    except Exception:  # noqa: BLE001 - a cursor past the rows just removed
-        return None
-
-
 class TopApp(App):
     """Programs, models, keys, GPUs, events and a log tail, refreshed every `interval_s`."""
 
@@ -106,10 +48,10 @@ class TopApp(App):
     CSS = """
     #headline { height: 1; background: $primary-background; }
     .title { height: 1; color: $accent; text-style: bold; }
-    #programs { height: auto; max-height: 18; }
-    #models { height: auto; max-height: 10; }
-    #keys { height: auto; max-height: 8; }
-    #gpus { height: auto; max-height: 10; }
+    #programs { max-height: 18; }
+    #models { max-height: 10; }
+    #keys { max-height: 8; }
+    #gpus { max-height: 10; }
     #bottom { height: 1fr; min-height: 8; }
     #events-box { width: 1fr; }
     #log-box { width: 1fr; }
@@ -140,9 +82,9 @@ class TopApp(App):
         self.runner = runner
         self.frame: Frame | None = None
         self.selected: str | None = program
+        self._start_at = program
         self.stream: str | None = None            # None: the stream written last
         self.last_action: str = ""
-        self._shown = {name: Shown() for name in ("programs", "models", "keys", "gpus", "events")}
         self._log_shown: tuple | None = None
         self._events: dict[str, EventRow] = {}
         self._lines: dict[str, str] = {}
@@ -153,18 +95,18 @@ class TopApp(App):
     def compose(self) -> ComposeResult:
         yield Static("baremetal top: reading ...", id="headline", markup=False)
         yield Static("PROGRAMS", classes="title")
-        yield DataTable(id="programs", cursor_type="row")
+        yield TextTable(cells.PROGRAM_HEADERS, cursor=True, coloured=("STATE", "READY", "WATCHDOG"), id="programs")
         yield Static("MODELS", classes="title")
-        yield DataTable(id="models", cursor_type="none", show_cursor=False)
+        yield TextTable(cells.MODEL_HEADERS, id="models")
         yield Static("", id="gateway-note", markup=False)
-        yield DataTable(id="keys", cursor_type="none", show_cursor=False)
+        yield TextTable(cells.KEY_HEADERS, id="keys")
         yield Static("GPUS", classes="title")
-        yield DataTable(id="gpus", cursor_type="none", show_cursor=False)
+        yield TextTable(cells.GPU_HEADERS, coloured=("CORDONED",), id="gpus")
         yield Static("", id="no-gpu", markup=False)
         with Horizontal(id="bottom"):
             with Vertical(id="events-box"):
                 yield Static("EVENTS (e: evidence of the selected one)", classes="title")
-                yield DataTable(id="events", cursor_type="row")
+                yield TextTable(cells.EVENT_HEADERS, cursor=True, coloured=("KIND",), windowed=True, id="events")
             with Vertical(id="log-box"):
                 yield Static("LOG", id="log-title", classes="title", markup=False)
                 yield Log(id="log", max_lines=1000)
@@ -172,8 +114,6 @@ class TopApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        for selector in ("#models", "#keys", "#gpus"):       # Tab goes between the programs and the events
-            self.query_one(selector, DataTable).can_focus = False
         self._select(self.selected)
         self._thread.start()
 
@@ -203,23 +143,23 @@ class TopApp(App):
         frame = self.frame = message.frame
         step = cells.per_char(frame.interval_s)
         self.line("#headline", cells.headline(frame))
-        programs = self.query_one("#programs", DataTable)
-        sync_table(programs, cells.PROGRAM_HEADERS, [(row.name, cells.program_cells(row)) for row in frame.programs],
-                   self._shown["programs"])
-        if self.selected is None and frame.programs:
-            self._select(selected_key(programs))
-        sync_table(self.query_one("#models", DataTable), cells.MODEL_HEADERS,
-                   [(row.name, cells.model_cells(row, step)) for row in frame.models], self._shown["models"])
+        programs = self.query_one("#programs", TextTable)
+        programs.show([(row.name, cells.program_cells(row)) for row in frame.programs])
+        if self._start_at and self._start_at in programs.rows:
+            programs.move_to(self._start_at)          # --program NAME: start there, once
+            self._start_at = None
+        elif self.selected is None and frame.programs:
+            self._select(programs.selected_key)
+        self.query_one("#models", TextTable).show([(row.name, cells.model_cells(row, step)) for row in frame.models])
         self.line("#gateway-note", frame.gateway_note or "", layout=True)
         self.query_one("#gateway-note", Static).display = bool(frame.gateway_note)
-        keys = self.query_one("#keys", DataTable)
+        keys = self.query_one("#keys", TextTable)
         keys.display = bool(frame.keys)
-        sync_table(keys, cells.KEY_HEADERS, [(f"{row.key}\0{row.model}", cells.key_cells(row)) for row in frame.keys],
-                   self._shown["keys"])
+        keys.show([(f"{row.key}\0{row.model}", cells.key_cells(row)) for row in frame.keys])
         self._draw_gpus(frame, step)
         self._events = event_keys(frame)
-        sync_table(self.query_one("#events", DataTable), cells.EVENT_HEADERS,
-                   [(key, _short(cells.event_cells(row))) for key, row in self._events.items()], self._shown["events"])
+        self.query_one("#events", TextTable).show([(key, _short(cells.event_cells(row)))
+                                                   for key, row in self._events.items()])
         self._draw_log(frame)
 
     def line(self, selector: str, text: str, layout: bool = False) -> None:
@@ -230,11 +170,10 @@ class TopApp(App):
             self.query_one(selector, Static).update(text, layout=layout)
 
     def _draw_gpus(self, frame: Frame, step: int) -> None:
-        gpus, no_gpu = self.query_one("#gpus", DataTable), self.query_one("#no-gpu", Static)
+        gpus, no_gpu = self.query_one("#gpus", TextTable), self.query_one("#no-gpu", Static)
         gpus.display, no_gpu.display = bool(frame.gpus), not frame.gpus
         if frame.gpus:
-            sync_table(gpus, cells.GPU_HEADERS, [(str(row.index), cells.gpu_cells(row, step)) for row in frame.gpus],
-                       self._shown["gpus"])
+            gpus.show([(str(row.index), cells.gpu_cells(row, step)) for row in frame.gpus])
         else:
             self.line("#no-gpu", cells.no_gpu_line(frame), layout=True)
 
@@ -252,10 +191,10 @@ class TopApp(App):
             log.write_lines([plain(line) for line in (tail.lines if tail else ())])
             self._log_shown = shown
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "programs" and event.row_key.value != self.selected:
+    def on_text_table_highlighted(self, event: TextTable.Highlighted) -> None:
+        if event.table.id == "programs" and event.key != self.selected:
             self.stream = None
-            self._select(event.row_key.value)
+            self._select(event.key)
 
     # -- keys ----------------------------------------------------------------------------------
     def action_act(self, action: Action) -> None:
@@ -312,7 +251,7 @@ class TopApp(App):
     def action_evidence(self) -> None:
         if self.frame is None:
             return
-        event = self._events.get(selected_key(self.query_one("#events", DataTable)) or "")
+        event = self._events.get(self.query_one("#events", TextTable).selected_key or "")
         if event is None:
             self.say("no event selected (Tab to the events table, then the arrow keys)")
             return
