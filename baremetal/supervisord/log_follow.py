@@ -45,6 +45,7 @@ class _LineReader:
         self.pending_since_s = 0.0
 
     def lines(self, now_s: float, partial_after_s: float) -> list[bytes]:
+        """The whole lines appended since the last call (and an unfinished one that waited long enough)."""
         data = self.follower.read()
         if data:
             if not self.pending:

@@ -32,6 +32,7 @@ class ActionResult:
 
     @property
     def ok(self) -> bool:
+        """The command exited 0."""
         return self.exit_code == 0
 
     def summary(self) -> str:

@@ -50,6 +50,7 @@ def number(value: float | None, digits: int = 1) -> str:
 
 
 def gib(value: int | None) -> str:
+    """Bytes as GiB with one decimal: "24.3G"."""
     return "-" if value is None else f"{value / 2**30:.1f}G"
 
 
@@ -69,6 +70,7 @@ def uptime_text(seconds_: float | None) -> str:
 
 
 def program_cells(row: ProgramRow) -> list[str]:
+    """A row of the programs table (PROGRAM_HEADERS)."""
     ready = "-" if row.ready is None else ("yes" if row.ready else "NO")
     restarts = "?" if row.restarts is None else str(row.restarts)
     if row.watchdog_restarts:
@@ -85,6 +87,7 @@ def per_char(interval_s: float) -> int:
 
 
 def model_cells(row: ModelRow, readings_per_char: int = 10) -> list[str]:
+    """A row of the models table (MODEL_HEADERS)."""
     backends = str(row.backends) if row.ready_backends is None else f"{row.ready_backends}/{row.backends} ready"
     return [row.name, backends, number(row.requests_per_s), number(row.in_flight, 0), number(row.held, 0),
             number(row.migrated_per_min), seconds(row.ttft_p50_s), number(row.tokens_per_s),
@@ -92,11 +95,13 @@ def model_cells(row: ModelRow, readings_per_char: int = 10) -> list[str]:
 
 
 def key_cells(row: KeyRow) -> list[str]:
+    """A row of the key names table (KEY_HEADERS)."""
     return [row.key, row.model, number(row.requests_per_s), number(row.tokens_per_s), number(row.errors_per_min),
             number(row.rate_limited_per_min)]
 
 
 def gpu_cells(row: GpuRow, readings_per_char: int = 10) -> list[str]:
+    """A row of the GPUs table (GPU_HEADERS)."""
     def value(number_: float | None, unit: str) -> str:
         return "-" if number_ is None else f"{number_:.0f}{unit}"
 
@@ -110,6 +115,7 @@ def gpu_cells(row: GpuRow, readings_per_char: int = 10) -> list[str]:
 
 
 def event_cells(row: EventRow) -> list[str]:
+    """A row of the events table (EVENT_HEADERS): local time, program, kind, message."""
     return [time.strftime("%H:%M:%S", time.localtime(row.time_s)), row.program or "-", row.kind,
             row.message]
 

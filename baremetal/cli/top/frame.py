@@ -47,6 +47,8 @@ class Reading:
 
 @dataclass(frozen=True)
 class ProgramRow:
+    """One program: supervisord's state, the watchdog's verdict, the gateway's view, its GPU memory."""
+
     name: str
     state: str                    # a ProcessState name, or "NOT LOADED"
     pid: int | None
@@ -67,6 +69,8 @@ class ProgramRow:
 
 @dataclass(frozen=True)
 class ModelRow:
+    """One served model, from the gateway's metrics (None: not known, e.g. no second reading yet)."""
+
     name: str
     backends: int
     ready_backends: int | None
@@ -82,6 +86,8 @@ class ModelRow:
 
 @dataclass(frozen=True)
 class KeyRow:
+    """One key name's use of one model."""
+
     key: str
     model: str
     requests_per_s: float | None
@@ -92,6 +98,8 @@ class KeyRow:
 
 @dataclass(frozen=True)
 class GpuRow:
+    """One GPU's readings, whether it is cordoned, and who holds its memory."""
+
     index: int
     name: str | None
     utilization_percent: float | None
@@ -109,6 +117,8 @@ class GpuRow:
 
 @dataclass(frozen=True)
 class EventRow:
+    """One of the watchdog's events."""
+
     time_s: float
     program: str | None
     kind: str
@@ -118,6 +128,8 @@ class EventRow:
 
 @dataclass(frozen=True)
 class Frame:
+    """Everything one refresh shows."""
+
     stack: str
     time_s: float
     supervisord_error: str | None

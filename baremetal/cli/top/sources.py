@@ -124,6 +124,7 @@ class GpuOwners:
         self._owners: dict[int, str] = {}
 
     def owners(self, gpus: tuple[dict, ...], infos: tuple[ProcessInfo, ...]) -> dict[int, str]:
+        """pid -> program for every process on the GPUs that belongs to a program."""
         on_gpu = frozenset(p.get("pid") for gpu in gpus for p in gpu.get("processes") or ()
                            if isinstance(p, dict) and p.get("pid"))
         programs = tuple(sorted((info.name, info.pid) for info in infos if info.pid))
