@@ -129,11 +129,15 @@ def _stop(stack, client, names: tuple[str, ...]) -> None:
 
 
 def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | None, restart: bool) -> None:
+    from baremetal.errors import BaremetalError
     from baremetal.plan.spec import ProgramSpec
     from baremetal.stack.lifecycle import wait_ready
 
     targets, specs = _targets(stack, client, names)
     timeout_s = _timeout_s(timeout, stack)
+    blocked = [f"{name}: {specs[name].blocked}" for name in targets if name in specs and specs[name].blocked]
+    if blocked:
+        raise BaremetalError("not started, its GPUs are cordoned: " + "; ".join(blocked))
     if restart:
         for name in reversed(targets):
             client.stop(name)

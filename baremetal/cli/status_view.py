@@ -65,15 +65,30 @@ def format_table(status: StackStatus) -> str:
             cells.append(row.watchdog.phase if row.watchdog else "-")
         rows.append(cells)
     notes = [f"{row.name}: {_why(row)}" for row in status.programs if not row.good]
-    gpus = [] if not status.gpus else ["", table([gpu_row(gpu, status.gpu_owners) for gpu in status.gpus],
-                                                 GPU_HEADERS)]
-    return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []) + gpus)
+    gpus = [] if not status.gpus else ["", table([gpu_row(gpu, status.gpu_owners, status.cordoned)
+                                                  for gpu in status.gpus], GPU_HEADERS)]
+    cordons = cordon_lines(status.cordoned)
+    return "\n".join([head, "", table(rows, headers)] + ([""] + notes if notes else []) + gpus
+                     + ([""] + cordons if cordons else []))
+
+
+def cordon_lines(cordoned: dict[int, dict]) -> list[str]:
+    """One line per cordoned GPU: since when, why, and how to bring it back."""
+    from datetime import datetime
+
+    lines = []
+    for gpu, entry in sorted(cordoned.items()):
+        since = datetime.fromtimestamp(float(entry.get("since_s") or 0)).strftime("%Y-%m-%d %H:%M:%S")
+        reset = f"; reset: {entry['reset']}" if entry.get("reset") else ""
+        lines.append(f"GPU {gpu} CORDONED since {since} by {entry.get('by') or 'watchdog'}: {entry.get('reason')}"
+                     f"{reset}; no program is started on it until `baremetal uncordon {gpu}`")
+    return lines
 
 
 GPU_HEADERS = ["GPU", "NAME", "TEMP", "MEMORY", "UTIL", "POWER", "ECC UNCORR", "THROTTLE", "PROCESSES"]
 
 
-def gpu_row(gpu: dict, owners: dict[int, str | None]) -> list[str]:
+def gpu_row(gpu: dict, owners: dict[int, str | None], cordoned: dict[int, dict] | None = None) -> list[str]:
     """One GPU reading (GpuSample.to_json()) as table cells; '-' where the GPU does not report a value."""
     def value(number, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
         return "-" if number is None else f"{number / scale:.{digits}f}{unit}"
@@ -84,7 +99,8 @@ def gpu_row(gpu: dict, owners: dict[int, str | None]) -> list[str]:
     held = ", ".join(f"{p['pid']}{'(' + owners[p['pid']] + ')' if owners.get(p['pid']) else ''} "
                      f"{value(p.get('memory_used_bytes'), 'G', 2**30, 1)}" for p in gpu.get("processes") or ()) or "-"
     throttle = ",".join(r for r in gpu.get("throttle_reasons") or () if r != "gpu_idle") or "-"
-    return [str(gpu["index"]), gpu.get("name") or "-", value(gpu.get("temperature_c"), " C"), memory,
+    mark = " (cordoned)" if gpu["index"] in (cordoned or {}) else ""
+    return [f"{gpu['index']}{mark}", gpu.get("name") or "-", value(gpu.get("temperature_c"), " C"), memory,
             value(gpu.get("utilization_gpu_percent"), "%"), power, value(gpu.get("ecc_uncorrected_volatile")),
             throttle, held]
 
@@ -92,8 +108,10 @@ def gpu_row(gpu: dict, owners: dict[int, str | None]) -> list[str]:
 def _why(row: ProgramStatus) -> str:
     if row.state == "NOT LOADED":
         return row.ready_detail
-    parts = []
-    if row.state == ProcessState.STOPPED.name:
+    parts = [f"not started: {row.blocked}"] if row.blocked else []
+    if row.state == ProcessState.STOPPED.name and row.blocked:
+        pass
+    elif row.state == ProcessState.STOPPED.name:
         parts.append(f"stopped ({row.description}); `baremetal start {row.name}` or `baremetal up` starts it")
     elif row.state == ProcessState.STARTING.name:
         parts.append("starting")
@@ -120,8 +138,11 @@ def to_json(status: StackStatus) -> dict[str, Any]:
             "description": row.description,
             "watchdog": None if row.watchdog is None else {
                 "phase": row.watchdog.phase, "healthy": row.watchdog.healthy, "reason": row.watchdog.reason,
-                "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s},
+                "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s,
+                "hang_kind": row.watchdog.hang_kind, "evidence": row.watchdog.evidence},
+            "blocked": row.blocked,
         } for row in status.programs],
+        "cordoned": {str(gpu): entry for gpu, entry in status.cordoned.items()},
         "gpus": status.gpus, "gpus_from": status.gpus_from,
         "gpu_owners": {str(pid): name for pid, name in status.gpu_owners.items()},
     }

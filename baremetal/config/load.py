@@ -29,7 +29,8 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # The shortest durations that make sense (README, "[watchdog]"): a watchdog ticking every 0.1 ms spins a core,
 # probes that time out at once fail healthy programs, and a restart budget over a 1 s window is no budget.
 WATCHDOG_FLOORS_S = {"interval": 0.05, "probe_timeout": 0.1, "stall_after": 1.0, "busy_stall_after": 1.0,
-                     "load_timeout": 1.0, "restart_window": 60.0, "restart_backoff": 0.0, "kill_after": 0.1}
+                     "load_timeout": 1.0, "restart_window": 60.0, "restart_backoff": 0.0, "kill_after": 0.1,
+                     "start_stall_after": 1.0}
 
 
 def resolve_config_path(option: str | os.PathLike | None) -> Path:
@@ -155,9 +156,10 @@ class _Reader:
         models_dir = table.take("models_dir", t.nonempty_string)
         timezone = table.take("timezone", t.timezone)
         environment = table.take("environment", t.environment, {})
+        spare_gpus = table.take("spare_gpus", t.gpu_list, ())
         table.finish()
         info = StackInfo(name=name, root=self._path(root), models_dir=self._path(models_dir) if models_dir else None,
-                         timezone=timezone, environment=frozen_mapping(environment))
+                         timezone=timezone, environment=frozen_mapping(environment), spare_gpus=spare_gpus)
         problem = checks.root_problem(info.root)
         if problem:
             default = "" if table.has("root") else f" (the root defaults to the stack file's folder, {info.root})"
@@ -264,6 +266,9 @@ class _Reader:
             gpu_temp_limit_c=table.take("gpu_temp_limit", t.integer(30, 130), 90),
             metrics_host=table.take("metrics_host", t.nonempty_string, "127.0.0.1"),
             metrics_port=table.take("metrics_port", t.port, 9400),
+            start_stall_after_s=table.take("start_stall_after", floor("start_stall_after"), 300.0),
+            gpu_reset=table.take("gpu_reset", t.boolean, False),
+            evidence_keep=table.take("evidence_keep", t.integer(1, 10000), 20),
         )
         table.finish()
         if watchdog.busy_stall_after_s < watchdog.stall_after_s:

@@ -42,6 +42,7 @@ class StackInfo:
     models_dir: Path | None
     timezone: str | None
     environment: Mapping[str, str] = field(default_factory=frozen_mapping)   # for every program
+    spare_gpus: tuple[int, ...] = ()   # where programs pinned to a cordoned GPU are re-placed
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,9 @@ class Watchdog:
     gpu_temp_limit_c: int
     metrics_host: str
     metrics_port: int
+    start_stall_after_s: float = 300.0   # loading with no sign of progress this long: restarted
+    gpu_reset: bool = False              # may `nvidia-smi -r` a cordoned GPU that nothing else uses
+    evidence_keep: int = 20              # evidence folders kept under <root>/evidence
 
 
 @dataclass(frozen=True)

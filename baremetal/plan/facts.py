@@ -8,6 +8,7 @@ import sys
 
 from baremetal.config.model import Env, Stack, frozen_mapping
 from baremetal.engines.versions import vllm_build
+from baremetal.host.cordon import cordon_path, cordoned_gpus
 from baremetal.plan.spec import HostFacts
 
 
@@ -20,7 +21,7 @@ def gather_facts(stack: Stack) -> HostFacts:
         ray_client = ray_client_installed(stack.envs[stack.cluster.env])
     return HostFacts(baremetal_python=sys.executable,
                      vllm_builds=frozen_mapping({name: vllm_build(stack.envs[name]) for name in sorted(envs)}),
-                     minfds=_minfds(), ray_client=ray_client)
+                     minfds=_minfds(), ray_client=ray_client, cordoned=cordoned_gpus(cordon_path(stack.run_dir)))
 
 
 def _minfds(wanted: int = 65536) -> int:

@@ -83,4 +83,7 @@ def known_specs(stack: Stack) -> list[ProgramSpec]:
         env = stack.envs[name]
         builds[name] = ((installed_vllm(env) if env.kind != "system" else None) or pinned_vllm(env.packages)
                         or VllmBuild("vllm", NEWEST_KNOWN_VLLM, "newest known"))
-    return plan(stack, HostFacts(baremetal_python=sys.executable, vllm_builds=frozen_mapping(builds)))
+    from baremetal.host.cordon import cordon_path, cordoned_gpus
+
+    return plan(stack, HostFacts(baremetal_python=sys.executable, vllm_builds=frozen_mapping(builds),
+                                 cordoned=cordoned_gpus(cordon_path(stack.run_dir))))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from baremetal.plan import cluster as cluster_programs
 from baremetal.config.model import Env, Model, Program, Stack, connect_host, frozen_mapping
 from baremetal.engines import fastchat, vllm
+from baremetal.plan.placement import Placement, place
 from baremetal.plan.spec import HostFacts, Probe, ProgramSpec
 
 # supervisord starts lower priorities first and stops them last: the controller before the workers,
@@ -46,8 +49,14 @@ def plan(stack: Stack, facts: HostFacts) -> list[ProgramSpec]:
         specs += cluster_programs.cluster_specs(stack, facts.ray_client, base)
     if stack.controller.enabled and stack.is_head:
         specs.append(_controller(stack, base))
-    specs += [_model(stack, model, facts, base) for model in stack.models if stack.runs_here(model)]
-    specs += [_program(stack, program, facts, base) for program in stack.programs if stack.runs_here(program)]
+    models = [model for model in stack.models if stack.runs_here(model)]
+    programs = [program for program in stack.programs if stack.runs_here(program)]
+    placements = place([(m.program, m.gpus) for m in models] + [(p.name, p.gpus) for p in programs],
+                       stack.stack.spare_gpus, facts.cordoned)
+    specs += [_placed(_model(stack, m, facts, base, placements[m.program].gpus), placements[m.program])
+              for m in models]
+    specs += [_placed(_program(stack, p, facts, base, placements[p.name].gpus), placements[p.name])
+              for p in programs]
     if stack.api.kind != "none" and stack.is_head:
         specs.append(_api(stack, facts, base))
     if stack.watchdog.enabled:
@@ -72,9 +81,18 @@ def _controller(stack: Stack, base: dict[str, str]) -> ProgramSpec:
                        probe=Probe("controller", fastchat.controller_url(controller)))
 
 
-def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
+def _placed(spec: ProgramSpec, placement: Placement) -> ProgramSpec:
+    """A spec moved off cordoned GPUs (or blocked) says so in its file's comment."""
+    note = placement.note()
+    if note is None:
+        return spec
+    return replace(spec, notes=spec.notes + (note,), blocked=placement.blocked)
+
+
+def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str],
+           gpus: tuple[int, ...] | None) -> ProgramSpec:
     python = stack.envs[model.env].interpreter
-    environment = dict(base) | _gpu_environment(model.gpus)
+    environment = dict(base) | _gpu_environment(gpus)
     notes: tuple[str, ...] = ()
     if model.engine in ("vllm", "fastchat-vllm"):
         build = facts.vllm_builds[model.env]
@@ -92,7 +110,7 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -
     # memory on stop (a hung vLLM API server was seen ignoring SIGTERM for 9 s), and stop the
     # whole process group, since the engine core and tensor-parallel ranks are child processes.
     spec = ProgramSpec(name=model.program, role="worker", argv=tuple(argv), environment=frozen_mapping(environment),
-                       priority=PRIORITY["worker"], gpus=model.gpus, host=model.host, port=model.port, probe=probe,
+                       priority=PRIORITY["worker"], gpus=gpus, host=model.host, port=model.port, probe=probe,
                        startsecs=10, startretries=2, stopwaitsecs=30, model=model.name, engine=model.engine,
                        notes=notes)
     if stack.cluster and model.uses_ray:
@@ -100,12 +118,13 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str]) -
     return spec
 
 
-def _program(stack: Stack, program: Program, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
-    environment = dict(base) | _gpu_environment(program.gpus) | dict(program.environment)
+def _program(stack: Stack, program: Program, facts: HostFacts, base: dict[str, str],
+             gpus: tuple[int, ...] | None) -> ProgramSpec:
+    environment = dict(base) | _gpu_environment(gpus) | dict(program.environment)
     probe = Probe("http", program.health) if program.health else None
     serves = program.serves
     spec = ProgramSpec(name=program.name, role="program", argv=program.command,
-                       environment=frozen_mapping(environment), priority=PRIORITY["program"], gpus=program.gpus,
+                       environment=frozen_mapping(environment), priority=PRIORITY["program"], gpus=gpus,
                        port=program.port, probe=probe,
                        directory=str(program.directory) if program.directory else None,
                        startsecs=program.startsecs, stopwaitsecs=program.stopwaitsecs,

@@ -44,6 +44,7 @@ class ProgramSpec:
     model: str | None = None   # served model name, for workers and [[program]] backends
     engine: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)   # facts worth printing (e.g. vLLM version used)
+    blocked: str | None = None  # not to be started (its GPUs are cordoned, no spare free): why
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,4 @@ class HostFacts:
     minfds: int = 65536                     # open-file limit supervisord asks for (inherited by engines)
     ray_client: bool = False                # the cluster's Ray env has ray[client] (Ray then starts its client server)
     api_keys_version: str | None = None     # digest of FastChat's API key specs as written (plan.keys_file)
+    cordoned: frozenset[int] = frozenset()  # GPUs in <root>/run/cordon.json: programs move off them

@@ -78,8 +78,9 @@ def apply(client: SupervisorClient, specs: list[ProgramSpec]) -> Applied:
         client.stop(name)
         client.remove_group(name)
     touched = set(added) | set(changed)
-    idle = [info.name for info in client.processes()
-            if info.name in order and info.name not in touched and info.state in STOPPED_STATES]
+    blocked = {spec.name for spec in specs if spec.blocked}     # on a cordoned GPU with no spare free
+    idle = [info.name for info in client.processes() if info.name in order and info.name not in touched
+            and info.name not in blocked and info.state in STOPPED_STATES]
     check_ports([spec for spec in specs if spec.name in touched or spec.name in idle])
     for name in ordered(changed + added):
         client.add_group(name)
@@ -196,13 +197,19 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
         else:
             applied = apply(client, generated.specs)
         say(applied.summary())
-    if wait and generated.specs:
+    blocked = [spec for spec in generated.specs if spec.blocked]
+    for spec in blocked:
+        say(f"{spec.name} is not started: {spec.blocked}")
+    startable = [spec for spec in generated.specs if not spec.blocked]
+    if wait and startable:
         if http is None:
             from baremetal.stack.http_client import LiteClient
 
             http = LiteClient()
-        result = wait_ready(stack, client, generated.specs, timeout_s, progress, http, api_key)
+        result = wait_ready(stack, client, startable, timeout_s, progress, http, api_key)
         say(f"all {len(result.tracks)} program(s) running and ready ({result.elapsed_s:.1f}s)")
+    if wait and blocked:
+        raise NotReadyError("not started (cordoned GPUs): " + "; ".join(f"{s.name}: {s.blocked}" for s in blocked))
     return applied
 
 

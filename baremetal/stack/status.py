@@ -36,6 +36,8 @@ class WatchdogEntry:
     reason: str
     restarts: int | None
     last_restart_s: float | None
+    hang_kind: str | None = None      # the watchdog's classification of the last stall (hang_kind.py)
+    evidence: str | None = None       # its newest evidence folder
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ProgramStatus:
     port: int | None
     description: str = ""
     watchdog: WatchdogEntry | None = None
+    blocked: str | None = None        # not started: its GPUs are cordoned and no spare is free
 
     @property
     def good(self) -> bool:
@@ -68,6 +71,7 @@ class StackStatus:
     gpus: list[dict] = field(default_factory=list)      # GpuSample.to_json() readings, [] without NVML
     gpus_from: str | None = None                        # "watchdog" (its last tick) or "nvml" (read now)
     gpu_owners: dict[int, str] = field(default_factory=dict)   # pid on a GPU -> the program it belongs to
+    cordoned: dict[int, dict] = field(default_factory=dict)    # cordoned GPU -> its cordon.json entry
 
     @property
     def healthy(self) -> bool:
@@ -113,7 +117,8 @@ def read_watchdog(path: Path, now_s: float, max_age_s: float) -> tuple[dict[str,
         if isinstance(entry, dict):
             views[name] = WatchdogEntry(phase=str(entry.get("phase", "")), healthy=entry.get("healthy"),
                                        reason=str(entry.get("reason", "") or ""), restarts=entry.get("restarts"),
-                                       last_restart_s=entry.get("last_restart_s"))
+                                       last_restart_s=entry.get("last_restart_s"), hang_kind=entry.get("hang_kind"),
+                                       evidence=entry.get("evidence"))
     fresh = age_s <= max_age_s
     return (views if fresh else {}), age_s, fresh
 
@@ -166,8 +171,11 @@ def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, ht
         if sample_gpus is not None and any(spec.gpus for spec in specs):
             gpus = sample_gpus()
             gpus_from = "nvml" if gpus else None
+    from baremetal.host.cordon import cordon_path, read_cordons
+
+    cordoned = {gpu: entry.to_json() for gpu, entry in read_cordons(cordon_path(stack.run_dir)).items()}
     return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh, gpus, gpus_from if gpus else None,
-                       gpu_owners(gpus, rows))
+                       gpu_owners(gpus, rows), cordoned)
 
 
 def gpu_owners(gpus: list[dict], rows: list[ProgramStatus]) -> dict[int, str]:
@@ -201,5 +209,5 @@ def _row(info: ProcessInfo, spec: ProgramSpec | None, result: ProbeResult | None
     return ProgramStatus(name=info.name, state=info.state.name, pid=info.pid or None, uptime_s=info.uptime_s,
                          ready=ready, ready_detail=detail, restarts=restarts,
                          gpus=spec.gpus if spec else None, port=spec.port if spec else None,
-                         description=info.description, watchdog=view)
+                         description=info.description, watchdog=view, blocked=spec.blocked if spec else None)
 
