@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from baremetal.plan import cluster as cluster_programs
 from baremetal.config.model import Env, Model, Program, Stack, connect_host, frozen_mapping
-from baremetal.engines import fastchat, vllm
+from baremetal.engines import fastchat, flight_recorder, vllm
 from baremetal.plan.placement import Placement, place
 from baremetal.plan.spec import HostFacts, Probe, ProgramSpec
 
@@ -105,6 +105,9 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str],
         argv = fastchat.worker_argv(model, python, stack.controller)
         probe = Probe("fastchat-worker", model.url, model.name, model.task)
         environment |= fastchat.fastchat_environment()
+    # NCCL ranks: their flight recorder on (Ray's actors do not inherit the program's environment)
+    if model.world_size > 1 and not model.on_cpu and model.engine != "fastchat" and not model.uses_ray:
+        environment |= flight_recorder.environment(flight_recorder.trace_prefix(stack.root, model.program))
     environment |= model.environment
     # Engines take minutes to load: count them started after 10 s, give them time to free GPU
     # memory on stop (a hung vLLM API server was seen ignoring SIGTERM for 9 s), and stop the
@@ -120,7 +123,10 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str],
 
 def _program(stack: Stack, program: Program, facts: HostFacts, base: dict[str, str],
              gpus: tuple[int, ...] | None) -> ProgramSpec:
-    environment = dict(base) | _gpu_environment(gpus) | dict(program.environment)
+    environment = dict(base) | _gpu_environment(gpus)
+    if len(gpus or ()) > 1:
+        environment |= flight_recorder.environment(flight_recorder.trace_prefix(stack.root, program.name))
+    environment |= dict(program.environment)
     probe = Probe("http", program.health) if program.health else None
     serves = program.serves
     spec = ProgramSpec(name=program.name, role="program", argv=program.command,

@@ -113,4 +113,7 @@ def follow(path: Path, stop: Callable[[], bool] = lambda: False, poll_s: float =
 def format_event(event: Mapping[str, Any]) -> str:
     """One line for people: local time, program, kind, message."""
     stamp = datetime.fromtimestamp(float(event.get("time_s", 0))).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp}  {event.get('program') or '-':<20} {event.get('kind', '?'):<14} {event.get('message', '')}"
+    line = f"{stamp}  {event.get('program') or '-':<20} {event.get('kind', '?'):<14} {event.get('message', '')}"
+    if event.get("evidence") and event.get("kind") != "restarted":
+        line += f"  [evidence: {Path(str(event['evidence'])).name}]"
+    return line

@@ -14,10 +14,11 @@ is never "repaired".
 from __future__ import annotations
 
 import resource
+import shutil
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,14 +28,22 @@ from baremetal.errors import BaremetalError
 from baremetal.host.nvml import GpuMonitor, GpuSample
 from baremetal.plan.spec import ProgramSpec
 from baremetal.supervisord.client import SupervisorClient
-from baremetal.supervisord.states import SupervisorState
+from baremetal.supervisord.states import ProcessState, SupervisorState
+from baremetal.watchdog import recovery
 from baremetal.watchdog.events import Event, EventLog
+from baremetal.watchdog.evidence import Collector, Request, folder_for, prune, run_command
+from baremetal.watchdog.hang_kind import HangVerdict, classify, gpu_spin
+from baremetal.watchdog.load_progress import LoadWatch
 from baremetal.watchdog.metrics import render
 from baremetal.watchdog.observe import ProgramObserver
 from baremetal.watchdog.policy import (STICKY_PHASES, Action, Decision, History, Observation, Phase, Policy, decide,
                                        gpu_report, program_gpus, remember, settle)
-from baremetal.watchdog.restart import RestartReport, log_tail, stop_and_start
+from baremetal.watchdog.replacement import Mover, Placements, cordon_faults
+from baremetal.watchdog.restart import RestartReport, log_tail
 from baremetal.watchdog.state_file import read_state, write_state
+
+GPU_WINDOW = 120                 # ticks of GPU readings kept: what the hang kind is read from
+SPIN_MIN_READINGS = 3            # readings per GPU before a spin counts
 
 
 @dataclass
@@ -48,6 +57,12 @@ class Watched:
     gpus: tuple[int, ...] = ()
     job: Future | None = None
     job_action: Action = Action.NONE
+    load: LoadWatch | None = None
+    load_instance: float = 0.0
+    instance: float = 0.0
+    hang: HangVerdict | None = None
+    evidence: str | None = None
+    evidence_s: float | None = None
 
 
 class WatchdogLoop:
@@ -55,7 +70,8 @@ class WatchdogLoop:
 
     def __init__(self, config: Any, specs: list[ProgramSpec], supervisor_factory: Callable[[], SupervisorClient],
                  http: Any, monitor: GpuMonitor, events: EventLog, state_file: Path, api_key: str | None = None,
-                 clock: Callable[[], float] = time.time, cluster: Any = None, remote: Any = None):
+                 clock: Callable[[], float] = time.time, cluster: Any = None, remote: Any = None,
+                 stack: Any = None, collector: Collector | None = None):
         self.config = config                      # config.model.Watchdog: the [watchdog] settings
         self.cluster = cluster                    # cluster.watch.ClusterWatch on a cluster's head, else None
         self.remote = remote                      # cluster.remote.RemoteWatch (models on other nodes), else None
@@ -81,6 +97,16 @@ class WatchdogLoop:
             for spec in watched_specs}
         self.previous_gpus: list[GpuSample] = []
         self.xid_counts: Counter = Counter()
+        self.run_dir = Path(state_file).parent                  # <root>/run
+        self.root = self.run_dir.parent
+        self.collector = collector if collector is not None else Collector(http)
+        self.placements = Placements(stack) if stack is not None else None
+        self.mover = Mover(stack) if stack is not None else None
+        self.gpu_window: deque[list[GpuSample]] = deque(maxlen=GPU_WINDOW)
+        self.hang_counts: Counter = Counter()
+        for watched in self.watched.values():
+            logs = self.root / "logs"
+            watched.load = LoadWatch((logs / f"{watched.spec.name}.log", logs / f"{watched.spec.name}.err.log"))
         self.ticks, self.tick_s = 0, 0.0
         self.supervisor_problem: str | None = None
 
@@ -115,10 +141,17 @@ class WatchdogLoop:
         self.xid_counts.update((event.gpu_index, event.xid) for event in xids)
         report = gpu_report(self.previous_gpus, samples, xids, self.policy)
         for index, fault in report.faults.items():
-            self._event("gpu", f"{fault}: hardware fault; programs on GPU {index} are stopped, not restarted")
+            self._event("gpu", f"{fault}: hardware fault; programs on GPU {index} are stopped, not restarted there")
         for warning in report.warnings:
             self._event("gpu", warning)
+        if report.faults:
+            uuids = {sample.index: sample.uuid for sample in samples}
+            for gpu in cordon_faults(self.run_dir, dict(report.faults), uuids):
+                self._event("cordon", f"GPU {gpu} cordoned: {report.faults[gpu]}; no program is started on it "
+                            f"until `baremetal uncordon {gpu}`")
         self.previous_gpus = samples or self.previous_gpus
+        if samples:
+            self.gpu_window.append(samples)
         self._collect_jobs()
         if infos is not None:
             idle = [w for w in self.watched.values() if w.job is None]
@@ -154,11 +187,19 @@ class WatchdogLoop:
     def _judge(self, watched: Watched, observation: Observation, samples: list[GpuSample],
                faults_by_gpu: dict[int, str], daemon_running: bool, now: float) -> None:
         name = watched.spec.name
+        self._follow_placement(watched, observation)
+        watched.gpus = program_gpus(watched.spec.gpus, samples, watched.observer.pids)
+        observation = self._enrich(watched, observation, samples, now)
         watched.history = remember(watched.history, observation)
         watched.last = observation
-        watched.gpus = program_gpus(watched.spec.gpus, samples, watched.observer.pids)
         faults = tuple(dict.fromkeys(faults_by_gpu[g] for g in watched.gpus if g in faults_by_gpu))
         decision = decide(watched.history, observation, faults, self.policy, now)
+        if decision.cause:
+            watched.hang = self._classify(watched, decision, observation, now)
+            if watched.hang is not None:
+                decision = replace(decision, reason=f"{watched.hang.words}: {decision.reason}")
+        elif decision.phase == Phase.READY and decision.healthy:
+            watched.hang = None
         if decision.action != Action.NONE and not daemon_running:
             decision = replace(decision, action=Action.NONE,
                                reason=f"{decision.reason}; not acting: supervisord is not RUNNING (shutting down?)")
@@ -207,30 +248,119 @@ class WatchdogLoop:
             return f"ready after {now - observation.start_s:.1f}s ({observation.detail})"
         return decision.reason
 
+    def _follow_placement(self, watched: Watched, observation: Observation) -> None:
+        """A new process runs where the rendered file put it: the GPUs the plan now places it on."""
+        if self.placements is None or not observation.start_s or observation.start_s == watched.instance:
+            return
+        watched.instance = observation.start_s
+        placement = self.placements.current().get(watched.spec.name)
+        if placement is not None:
+            watched.spec = replace(watched.spec, gpus=placement.gpus, blocked=placement.blocked)
+
+    def _window(self, gpus: tuple[int, ...], since_s: float | None) -> list[GpuSample]:
+        """Readings of `gpus` since `since_s`, oldest first."""
+        return [s for tick in self.gpu_window for s in tick if s.index in gpus and (since_s is None or s.time_s >= since_s)]
+
+    def _enrich(self, watched: Watched, observation: Observation, samples: list[GpuSample], now: float) -> Observation:
+        """Add what the loop knows: signs of load progress while it loads, a GPU spin while work waits."""
+        if observation.state != ProcessState.RUNNING or watched.load is None:
+            return observation
+        if observation.start_s != watched.load_instance:
+            watched.load.reset()
+            watched.load_instance = observation.start_s
+        if watched.history.ready_s is None and observation.probe_ok is not None:
+            signs = watched.load.look(watched.observer.pids, samples, observation.cpu_s, now)
+            observation = replace(observation, load_progress=signs)
+        if observation.pending and watched.gpus:
+            window = self._window(watched.gpus, watched.history.calm_s)
+            if len(window) >= SPIN_MIN_READINGS * len(watched.gpus):
+                observation = replace(observation, gpu_spin=gpu_spin(window))
+        return observation
+
+    def _classify(self, watched: Watched, decision: Decision, observation: Observation,
+                  now: float) -> HangVerdict | None:
+        history = watched.history
+        stalled_s = now - history.calm_s if history.calm_s is not None else 0.0
+        cpu_share = history.stall_cpu_s / stalled_s if stalled_s > 0 else None
+        return classify(decision.cause, observation.stopped, observation.pending, cpu_share,
+                        self._window(watched.gpus, history.calm_s), self.policy.busy_cpu_fraction)
+
     def _act(self, watched: Watched, decision: Decision, samples: list[GpuSample]) -> None:
-        """Write the evidence, then restart or stop in a worker thread."""
-        name = watched.spec.name
+        """Write the event (naming the evidence folder), then gather the evidence, stop and start (or
+        re-place) in a worker thread."""
+        name, now = watched.spec.name, self.clock()
+        running = watched.last is not None and watched.last.pid and watched.last.state == ProcessState.RUNNING
+        folder = folder_for(self.root, name, now) if running else None
+        hang = None if watched.hang is None else {"kind": watched.hang.kind, "words": watched.hang.words,
+                                                  "detail": watched.hang.detail}
+        probes = [o.to_json() for o in watched.history.recent]
         evidence = {"action": decision.action.value, "supervisord_pid": watched.last.pid if watched.last else None,
                     "gpus": [s.to_json() for s in samples if s.index in watched.gpus],
-                    "probes": [o.to_json() for o in watched.history.recent[-10:]],
-                    "log_tail": log_tail(self.supervisor, name)}
+                    "probes": probes[-10:], "log_tail": log_tail(self.supervisor, name),
+                    "hang_kind": hang and hang["kind"], "hang": hang, "evidence": str(folder) if folder else None}
         kind = "restart" if decision.action == Action.RESTART else decision.phase.value
         self._event(kind, decision.reason, name, evidence)
+        if hang:
+            self.hang_counts[(name, hang["kind"])] += 1
+        request = None
+        if folder is not None:
+            watched.evidence = str(folder)
+            spec_probe = watched.spec.probe
+            readings = self._window(watched.gpus, watched.history.calm_s)[-60:] or \
+                [s for s in samples if s.index in watched.gpus]
+            request = Request(program=name, folder=folder, pid=watched.last.pid, reason=decision.reason, time_s=now,
+                              action=decision.action.value, hang=hang, gpus=watched.gpus,
+                              gpu_readings=tuple(s.to_json() for s in readings), probes=tuple(probes),
+                              metrics_url=f"{spec_probe.url}/metrics" if spec_probe and spec_probe.kind == "vllm" else None,
+                              log_files=tuple(watched.load.log_paths) if watched.load else (),
+                              nccl_prefix=watched.spec.environment.get("TORCH_NCCL_DEBUG_INFO_TEMP_FILE"))
         client = self.supervisor_factory()
         watched.job_action = decision.action
-        watched.job = self.job_pool.submit(
-            stop_and_start, client, name, watched.gpus, self.monitor, self.config.kill_after_s,
-            decision.action == Action.RESTART, lambda: not self.stopping.is_set() and client.is_running())
+        move = decision.phase == Phase.HARDWARE_FAULT and self.mover is not None and bool(watched.spec.gpus)
+        job = recovery.Job(client, name, watched.gpus, self.monitor, self.config.kill_after_s,
+                           decision.action == Action.RESTART, lambda: not self.stopping.is_set() and client.is_running(),
+                           self.run_dir, (self.collector, request) if request else None, move, self.mover,
+                           self.config.gpu_reset, (run_command, shutil.which("nvidia-smi")))
+        watched.job = self.job_pool.submit(recovery.run, job)
 
     def _collect_jobs(self) -> None:
         for watched in self.watched.values():
             if watched.job is None or not watched.job.done():
                 continue
             job, watched.job = watched.job, None
-            report: RestartReport = job.result() if not job.cancelled() else RestartReport(
-                watched.spec.name, error="cancelled: the watchdog is stopping")
-            kind = "restarted" if watched.job_action == Action.RESTART and report.started else "stopped"
-            self._event(kind, report.summary(), watched.spec.name, {"report": report.to_json()})
+            outcome: recovery.Outcome = job.result() if not job.cancelled() else recovery.Outcome(
+                RestartReport(watched.spec.name, error="cancelled: the watchdog is stopping"))
+            self._settle_job(watched, outcome)
+
+    def _settle_job(self, watched: Watched, outcome: recovery.Outcome) -> None:
+        """Tell what a recovery did, and follow a program that moved to other GPUs."""
+        name, report = watched.spec.name, outcome.report
+        for line in outcome.cordoned:
+            gpu = line.split(":")[0].split()[-1]
+            self._event("cordon", f"{line}; cordoned: no program is started on it until `baremetal uncordon {gpu}`")
+        parts = [report.summary()]
+        details: dict[str, Any] = {"report": report.to_json()}
+        if outcome.evidence is not None:
+            watched.evidence_s = outcome.evidence.elapsed_s
+            parts.append(outcome.evidence.summary())
+            details |= {"evidence": str(outcome.evidence.folder), "evidence_s": round(outcome.evidence.elapsed_s, 3)}
+            prune(self.root, self.config.evidence_keep)
+        move = outcome.move
+        if move is not None:
+            parts.append(move.summary(name))
+            details["move"] = asdict(move)
+            if move.error is None:
+                watched.spec = replace(watched.spec, gpus=move.gpus, blocked=move.blocked)
+            now = self.clock()
+            if move.started:
+                watched.history = settle(watched.history, Decision(Phase.RESTARTING, False, move.summary(name),
+                                                                   Action.RESTART), now)
+            elif watched.history.phase in STICKY_PHASES or move.blocked:
+                reason = f"{watched.history.reason}; {move.summary(name)}"
+                watched.history = replace(watched.history, phase=Phase.HARDWARE_FAULT, reason=reason, phase_since_s=now)
+        parts += outcome.resets
+        started = outcome.started and (watched.job_action == Action.RESTART or bool(move and move.started))
+        self._event("restarted" if started else "stopped", "; ".join(parts), name, details)
 
     # -- telling ---------------------------------------------------------------------------------
     def _event(self, kind: str, message: str, program: str | None = None, details: dict | None = None) -> None:
@@ -255,15 +385,20 @@ class WatchdogLoop:
                 "since_s": history.phase_since_s, "state": last.state.name if last else None,
                 "pid": last.pid if last else None, "gpus": list(watched.gpus),
                 "probe_latency_s": last.latency_s if last else None, "probe_failures": history.failures,
-                "restart_times_s": list(history.restarts_s)}
+                "restart_times_s": list(history.restarts_s),
+                "hang_kind": watched.hang.kind if watched.hang else None,
+                "hang": watched.hang.detail if watched.hang else None, "evidence": watched.evidence,
+                "evidence_s": watched.evidence_s, "blocked": watched.spec.blocked}
         return document
 
     def metrics_page(self) -> str:
         """The Prometheus page (called from the metrics server's thread)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         gpus = [s.to_json() for s in self.previous_gpus]
+        cordoned = self.placements.cordoned if self.placements is not None else frozenset()
         return render(self.programs_document(), gpus, {"ticks": self.ticks, "tick_s": self.tick_s,
-                      "cpu_s": usage.ru_utime + usage.ru_stime}, dict(self.xid_counts))
+                      "cpu_s": usage.ru_utime + usage.ru_stime}, dict(self.xid_counts),
+                      hangs=dict(self.hang_counts), cordoned=cordoned)
 
 
 def _restored(saved: dict | None) -> History:
@@ -279,46 +414,3 @@ def _restored(saved: dict | None) -> History:
                    restarts_total=int(saved.get("restarts") or 0), phase=phase if sticky else Phase.LOADING,
                    phase_since_s=float(saved.get("since_s") or 0.0) if sticky else 0.0,
                    reason=str(saved.get("reason") or "") if sticky else "", parked=sticky)
-
-
-def serve(stack: Any) -> None:
-    """Run the watchdog of `stack` until SIGTERM or SIGINT: what `baremetal watchdog` does (main thread)."""
-    import signal
-
-    from baremetal.config.api_keys import resolve_keys
-    from baremetal.plan.pipeline import program_specs
-    from baremetal.stack.http_client import LiteClient
-    from baremetal.watchdog.events import events_path
-    from baremetal.watchdog.metrics import MetricsServer
-
-    config = stack.watchdog
-    try:
-        keys = resolve_keys(stack.api.api_keys)
-    except BaremetalError:
-        keys = []                         # probes of the API then accept 401 as "alive"
-    monitor = GpuMonitor()
-    monitor.start()
-    # The standard library's client: 0.16 ms of CPU per local request against httpx's 0.8 (measured here),
-    # which matters at a few requests per program every second.
-    http = LiteClient()
-    cluster = remote = None
-    if stack.cluster is not None and stack.is_head:
-        from baremetal.cluster.remote import RemoteWatch
-        from baremetal.cluster.watch import ClusterWatch
-
-        cluster = ClusterWatch(stack)
-        remote = RemoteWatch(stack, http, config.probe_timeout_s, config.unhealthy_after)
-    watchdog = WatchdogLoop(config, program_specs(stack), lambda: SupervisorClient(stack.socket_path, timeout_s=10.0),
-                        http, monitor, EventLog(events_path(stack.root)), stack.watchdog_state_path,
-                        api_key=keys[0] if keys else None, cluster=cluster, remote=remote)
-    metrics = MetricsServer(config.metrics_host, config.metrics_port, watchdog.metrics_page)
-    metrics.start()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: watchdog.stop())
-    try:
-        watchdog.run()
-    finally:
-        metrics.stop()
-        monitor.close()
-        if remote is not None:
-            remote.close()

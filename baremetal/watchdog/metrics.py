@@ -28,7 +28,8 @@ GPU_GAUGES = (
 
 
 def render(programs: dict[str, dict], gpus: list[dict], watchdog: dict[str, float],
-           xid_counts: dict[tuple[int | None, int], int]) -> str:
+           xid_counts: dict[tuple[int | None, int], int], hangs: dict[tuple[str, str], int] | None = None,
+           cordoned: frozenset[int] = frozenset()) -> str:
     """The /metrics page."""
     lines: list[str] = []
     lines += family("baremetal_watchdog_ticks_total", "counter", "Probe cycles run", [("", watchdog["ticks"])])
@@ -56,6 +57,16 @@ def render(programs: dict[str, dict], gpus: list[dict], watchdog: dict[str, floa
     lines += family("baremetal_gpu_xid_events_total", "counter", "Xid critical errors received",
                     [(labels(gpu="" if gpu is None else gpu, xid=xid), count)
                      for (gpu, xid), count in sorted(xid_counts.items(), key=str)])
+    lines += family("baremetal_program_hangs_total", "counter", "Restarts and stops for a hang, by its kind",
+                    [(labels(program=name, kind=kind), count) for (name, kind), count in sorted((hangs or {}).items())])
+    lines += family("baremetal_program_hang", "gauge", "1 for the kind of the program's current or last hang",
+                    [(labels(program=name, kind=p["hang_kind"]), 1.0) for name, p in programs.items()
+                     if p.get("hang_kind")])
+    lines += family("baremetal_program_evidence_seconds", "gauge", "Time the last evidence added before the stop",
+                    [(labels(program=name), p["evidence_s"]) for name, p in programs.items()
+                     if p.get("evidence_s") is not None])
+    lines += family("baremetal_gpu_cordoned", "gauge", "1 for a cordoned GPU (no program is started on it)",
+                    [(labels(gpu=gpu), 1.0) for gpu in sorted(cordoned)])
     return page(lines)
 
 

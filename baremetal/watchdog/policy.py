@@ -59,6 +59,8 @@ class Policy:
     max_backoff_s: float = 300.0
     busy_cpu_fraction: float = 0.2   # CPU share of one core that counts as "computing" during a stall
     gpu_temp_limit_c: int = 90
+    start_stall_after_s: float = 300.0   # loading with no sign of progress (log, GPU memory, CPU, reads)
+    spin_stall_after_s: float = 10.0     # no progress while the GPUs show a collective spin: not a compile
 
     @classmethod
     def from_config(cls, watchdog) -> "Policy":
@@ -67,7 +69,7 @@ class Policy:
                    stall_after_s=watchdog.stall_after_s, busy_stall_after_s=watchdog.busy_stall_after_s,
                    load_timeout_s=watchdog.load_timeout_s, max_restarts=watchdog.max_restarts,
                    restart_window_s=watchdog.restart_window_s, restart_backoff_s=watchdog.restart_backoff_s,
-                   gpu_temp_limit_c=watchdog.gpu_temp_limit_c)
+                   gpu_temp_limit_c=watchdog.gpu_temp_limit_c, start_stall_after_s=watchdog.start_stall_after_s)
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,16 @@ class Observation:
     cpu_s: float = 0.0                   # CPU seconds its processes used since the previous observation
     stopped: tuple[str, ...] = ()        # its processes in state T (SIGSTOP), as 'pid (name)'
     pending_detail: str = ""
+    load_progress: tuple[str, ...] = ()  # while loading: the signs of progress since the last look (log, ...)
+    gpu_spin: str | None = None          # its GPUs show a collective spin (hang_kind.gpu_spin): the readings
 
     def to_json(self) -> dict:
         return {"time_s": round(self.time_s, 3), "state": self.state.name, "pid": self.pid,
                 "probe_ok": self.probe_ok, "detail": self.detail,
                 "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
                 "pending": self.pending, "progressed": self.progressed, "cpu_s": round(self.cpu_s, 3),
-                "stopped": list(self.stopped), "pending_detail": self.pending_detail}
+                "stopped": list(self.stopped), "pending_detail": self.pending_detail,
+                "load_progress": list(self.load_progress), "gpu_spin": self.gpu_spin}
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class History:
     phase_since_s: float = 0.0
     reason: str = ""
     recent: tuple[Observation, ...] = ()
+    load_progress_s: float | None = None  # while loading: the last sign of progress (None: since its start)
+    load_detail: str = ""                 # which signs those were
 
     def restarts_within(self, window_s: float, now_s: float) -> int:
         return sum(1 for when in self.restarts_s if now_s - when < window_s)
@@ -125,6 +132,7 @@ class Decision:
     healthy: bool
     reason: str
     action: Action = Action.NONE
+    cause: str | None = None     # why it is stuck (hang_kind.Cause): not_answering, no_progress, start_stalled, ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,7 @@ def remember(history: History, observation: Observation) -> History:
             restarts, phase, parked = (), Phase.LOADING, False   # an operator started it again: a fresh budget
         history = replace(history, start_s=observation.start_s, ready_s=None, failures=0, last_failure="",
                           calm_s=None, stall_cpu_s=0.0, restarts_s=restarts, restarts_total=total,
-                          expect_start=False, phase=phase, parked=parked)
+                          expect_start=False, phase=phase, parked=parked, load_progress_s=None, load_detail="")
     if history.phase in STICKY_PHASES and observation.state in STAYS_DOWN_STATES:
         history = replace(history, parked=True)
     running = observation.state == ProcessState.RUNNING
@@ -163,8 +171,11 @@ def remember(history: History, observation: Observation) -> History:
     else:
         stall_cpu_s += observation.cpu_s
     recent = (history.recent + (observation,))[-RECENT_OBSERVATIONS:]
+    load_progress_s, load_detail = history.load_progress_s, history.load_detail
+    if observation.load_progress:
+        load_progress_s, load_detail = now, ", ".join(observation.load_progress)
     return replace(history, ready_s=ready_s, failures=failures, last_failure=last_failure, calm_s=calm_s,
-                   stall_cpu_s=stall_cpu_s, recent=recent)
+                   stall_cpu_s=stall_cpu_s, recent=recent, load_progress_s=load_progress_s, load_detail=load_detail)
 
 
 def decide(history: History, observation: Observation, faults: tuple[str, ...], policy: Policy,
@@ -205,15 +216,23 @@ def _running(history: History, observation: Observation, policy: Policy, now_s: 
         loading_s = now_s - history.start_s
         if loading_s >= policy.load_timeout_s:
             return _restart(history, policy, now_s, f"not ready after {_duration(loading_s)} (load_timeout "
-                            f"{_duration(policy.load_timeout_s)}); last probe: {observation.detail}", Phase.FAILED)
+                            f"{_duration(policy.load_timeout_s)}); last probe: {observation.detail}", Phase.FAILED,
+                            "load_timeout")
+        quiet_s = now_s - (history.load_progress_s or history.start_s)
+        if history.start_s and quiet_s >= policy.start_stall_after_s:
+            return _restart(history, policy, now_s, f"start stalled: no sign of loading progress for "
+                            f"{_duration(quiet_s)} (its log, GPU memory, CPU time and reads all still; "
+                            f"start_stall_after {_duration(policy.start_stall_after_s)}); loading for "
+                            f"{_duration(loading_s)}; last probe: {observation.detail}", Phase.FAILED, "start_stalled")
         return Decision(Phase.LOADING, False, f"loading for {_duration(loading_s)} (last probe: {observation.detail})")
     if history.failures >= policy.unhealthy_after:
         frozen = f"; processes stopped (SIGSTOP): {', '.join(observation.stopped)}" if observation.stopped else ""
         return _restart(history, policy, now_s, f"{history.failures} probes failed in a row "
-                        f"(unhealthy_after {policy.unhealthy_after}); last: {history.last_failure}{frozen}", Phase.STUCK)
+                        f"(unhealthy_after {policy.unhealthy_after}); last: {history.last_failure}{frozen}", Phase.STUCK,
+                        "not_answering")
     stall = _stall(history, observation, policy, now_s)
     if stall:
-        return _restart(history, policy, now_s, stall, Phase.STUCK)
+        return _restart(history, policy, now_s, stall, Phase.STUCK, "no_progress")
     if history.failures:
         return Decision(Phase.READY, False, f"{history.failures} probe(s) failed: {history.last_failure}")
     return Decision(Phase.READY, True, "ready")
@@ -227,12 +246,17 @@ def _stall(history: History, observation: Observation, policy: Policy, now_s: fl
     cpu_share = history.stall_cpu_s / stalled_s if stalled_s > 0 else 0.0
     computing = not observation.stopped and cpu_share >= policy.busy_cpu_fraction
     limit_s = policy.busy_stall_after_s if computing else policy.stall_after_s
+    option = "busy_stall_after" if computing else "stall_after"
+    if computing and observation.gpu_spin:      # spinning on a peer, not compiling: no need to wait a minute
+        limit_s = min(limit_s, max(policy.stall_after_s, policy.spin_stall_after_s))
+        option = "GPUs spinning"
     if stalled_s < limit_s:
         return None
     why = (f"processes stopped: {', '.join(observation.stopped)}" if observation.stopped
            else f"its processes used {cpu_share:.0%} of a core")
+    if observation.gpu_spin:
+        why += f"; {observation.gpu_spin}"
     pending = observation.pending_detail or "work pending"
-    option = "busy_stall_after" if computing else "stall_after"
     return f"no progress for {_duration(stalled_s)} with {pending} ({why}; {option} {_duration(limit_s)})"
 
 
@@ -246,20 +270,21 @@ def _crash_loop(history: History, policy: Policy, now_s: float) -> Decision | No
                     Action.STOP)
 
 
-def _restart(history: History, policy: Policy, now_s: float, why: str, phase: Phase) -> Decision:
+def _restart(history: History, policy: Policy, now_s: float, why: str, phase: Phase,
+             cause: str | None = None) -> Decision:
     """Restart within the budget (after a doubling backoff), or give up past it."""
     count = history.restarts_within(policy.restart_window_s, now_s)
     if count >= policy.max_restarts:
         return Decision(Phase.GIVEN_UP, False, f"{why}; gave up: {count} restarts within "
                         f"{_duration(policy.restart_window_s)} (max_restarts {policy.max_restarts}); stopped it: fix "
-                        "the cause, then `supervisorctl start` it", Action.STOP)
+                        "the cause, then `supervisorctl start` it", Action.STOP, cause)
     wait_s = backoff_s(count, policy)
     since_s = now_s - max(history.restarts_s, default=float("-inf"))
     if since_s < wait_s:
         return Decision(phase, False, f"{why}; restart {count + 1}/{policy.max_restarts} in "
-                        f"{_duration(wait_s - since_s)} (backoff)")
+                        f"{_duration(wait_s - since_s)} (backoff)", cause=cause)
     return Decision(Phase.RESTARTING, False, f"{why}; restarting ({count + 1}/{policy.max_restarts} within "
-                    f"{_duration(policy.restart_window_s)})", Action.RESTART)
+                    f"{_duration(policy.restart_window_s)})", Action.RESTART, cause)
 
 
 def backoff_s(restarts: int, policy: Policy) -> float:

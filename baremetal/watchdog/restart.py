@@ -21,6 +21,8 @@ from baremetal.supervisord.states import ALIVE_STATES
 
 LOG_TAIL_BYTES = 6000
 LOG_TAIL_LINES = 40
+HELD_BYTES = 2 << 30          # memory no process accounts for, after ours are gone: a GPU that leaks (idle: ~0.5 GiB)
+HELD_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class RestartReport:
     killed: tuple[int, ...] = ()            # still alive after kill_after: SIGKILLed
     gpu_leftovers: tuple[int, ...] = ()     # still held its GPUs after the stop: SIGKILLed
     gpu_memory_freed: bool | None = None    # None: no GPU to check (CPU program, or no NVML)
+    gpu_memory_held: tuple[tuple[int, int], ...] = ()   # (GPU, bytes) held by no process once ours were gone
     stop_s: float = 0.0
     started: bool = False
     error: str | None = None
@@ -50,6 +53,8 @@ class RestartReport:
             parts.append(f"SIGKILLed pids {list(self.gpu_leftovers)} still holding its GPUs")
         if self.gpu_memory_freed is not None:
             parts.append("its GPU memory is free" if self.gpu_memory_freed else "its GPU memory is STILL held")
+        for gpu, held in self.gpu_memory_held:
+            parts.append(f"GPU {gpu}: {held / 2**30:.1f} GiB held by no process after ours were gone")
         parts.append("started again" if self.started else "left stopped")
         if self.error:
             parts.append(f"error: {self.error}")
@@ -67,7 +72,7 @@ def stop_and_start(client: SupervisorClient, name: str, gpus: tuple[int, ...], m
             report |= _stop(client, name, info.pid, kill_after_s)
         report |= _free_gpus(name, gpus, monitor, set(report.get("pids", ())))
         report["stop_s"] = time.monotonic() - began
-        if start and keep_going():
+        if start and keep_going() and not report.get("gpu_memory_held"):   # a leaking GPU: re-placed instead
             client.start(name, wait=False)
             report["started"] = True
     except BaremetalError as error:
@@ -101,7 +106,19 @@ def _free_gpus(name: str, gpus: tuple[int, ...], monitor: GpuMonitor | None, pid
 
     killed = processes.kill(processes.by_pid(holders()))
     freed = _wait_until(lambda: not holders(), 15.0)
-    return {"gpu_leftovers": tuple(killed), "gpu_memory_freed": freed}
+    held: dict[int, int] = {}
+
+    def unaccounted() -> bool:
+        held.clear()
+        for sample in monitor.sample():
+            if sample.index in gpus and sample.memory_used_bytes is not None and sample.processes is not None:
+                listed = sum(p.memory_used_bytes or 0 for p in sample.processes)
+                if sample.memory_used_bytes - listed >= HELD_BYTES:
+                    held[sample.index] = sample.memory_used_bytes - listed
+        return not held
+    if freed:
+        _wait_until(unaccounted, HELD_WAIT_S, interval_s=0.25)
+    return {"gpu_leftovers": tuple(killed), "gpu_memory_freed": freed, "gpu_memory_held": tuple(sorted(held.items()))}
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:

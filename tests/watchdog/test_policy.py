@@ -27,6 +27,11 @@ def bad(t, **kw):
                        detail="connection refused", **kw)
 
 
+def moving(t):
+    """Loading (connection refused) with a sign of progress since the last look."""
+    return bad(t, load_progress=("log +120 bytes",))
+
+
 def stalled(t, cpu_s=0.0, **kw):
     return ok(t, pending=True, progressed=False, cpu_s=cpu_s, pending_detail="1 running, 0 waiting", **kw)
 
@@ -61,9 +66,9 @@ CASES = [
     # name, observations, phase, action, words in the reason
     ("loading: refused connections are not failures", [bad(t) for t in range(0, 300)],
      Phase.LOADING, Action.NONE, "loading for"),
-    ("loading slowly: no restart before load_timeout", [bad(t) for t in range(0, 600, 5)][:-1] + [bad(599)],
+    ("loading slowly: no restart before load_timeout", [moving(t) for t in range(0, 600, 5)][:-1] + [moving(599)],
      Phase.LOADING, Action.NONE, "loading for 9m59s"),
-    ("load_timeout expired: failed, restart", [bad(t) for t in range(0, 601, 5)],
+    ("load_timeout expired: failed, restart", [moving(t) for t in range(0, 601, 5)],
      Phase.RESTARTING, Action.RESTART, "load_timeout 10m"),
     ("ready after the first successful probe", [bad(0), bad(1), ok(2)], Phase.READY, Action.NONE, "ready"),
     ("two failures: under the threshold", [ok(0), bad(1), bad(2)], Phase.READY, Action.NONE, "2 probe(s) failed"),
