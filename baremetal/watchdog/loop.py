@@ -338,14 +338,14 @@ class WatchdogLoop:
         for line in outcome.cordoned:
             gpu = line.split(":")[0].split()[-1]
             self._event("cordon", f"{line}; cordoned: no program is started on it until `baremetal uncordon {gpu}`")
-        parts = [report.summary()]
+        move = outcome.move
+        parts = [report.summary(say_start=move is None)]
         details: dict[str, Any] = {"report": report.to_json()}
         if outcome.evidence is not None:
             watched.evidence_s = outcome.evidence.elapsed_s
             parts.append(outcome.evidence.summary())
             details |= {"evidence": str(outcome.evidence.folder), "evidence_s": round(outcome.evidence.elapsed_s, 3)}
             prune(self.root, self.config.evidence_keep)
-        move = outcome.move
         if move is not None:
             parts.append(move.summary(name))
             details["move"] = asdict(move)

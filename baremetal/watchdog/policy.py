@@ -188,8 +188,8 @@ def decide(history: History, observation: Observation, faults: tuple[str, ...], 
     if faults:
         running = state not in DOWN_STATES
         return Decision(Phase.HARDWARE_FAULT, False,
-                        f"{'; '.join(faults)}: {'stopped it; ' if running else ''}it is not restarted until the "
-                        "GPU is fixed (reset or service), then `supervisorctl start` it",
+                        f"{'; '.join(faults)}: {'stopped it; ' if running else ''}the GPU is cordoned: nothing is "
+                        "started on it until it is fixed (reset or service) and `baremetal uncordon GPU`",
                         Action.STOP if running else Action.NONE)
     if state in (ProcessState.STOPPED, ProcessState.STOPPING):
         return Decision(Phase.STOPPED, False, "stopped by an operator (supervisorctl stop); the watchdog leaves it "
@@ -220,7 +220,7 @@ def _running(history: History, observation: Observation, policy: Policy, now_s: 
                             "load_timeout")
         quiet_s = now_s - (history.load_progress_s or history.start_s)
         if history.start_s and quiet_s >= policy.start_stall_after_s:
-            return _restart(history, policy, now_s, f"start stalled: no sign of loading progress for "
+            return _restart(history, policy, now_s, f"no sign of loading progress for "
                             f"{_duration(quiet_s)} (its log, GPU memory, CPU time and reads all still; "
                             f"start_stall_after {_duration(policy.start_stall_after_s)}); loading for "
                             f"{_duration(loading_s)}; last probe: {observation.detail}", Phase.FAILED, "start_stalled")

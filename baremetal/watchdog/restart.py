@@ -43,7 +43,8 @@ class RestartReport:
     def to_json(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
-    def summary(self) -> str:
+    def summary(self, say_start: bool = True) -> str:
+        """One line for the event; `say_start=False` when what follows the stop is told elsewhere (a move)."""
         parts = [f"stopped in {self.stop_s:.1f}s"]
         if self.resumed:
             parts.append(f"resumed stopped pids {list(self.resumed)}")
@@ -55,7 +56,8 @@ class RestartReport:
             parts.append("its GPU memory is free" if self.gpu_memory_freed else "its GPU memory is STILL held")
         for gpu, held in self.gpu_memory_held:
             parts.append(f"GPU {gpu}: {held / 2**30:.1f} GiB held by no process after ours were gone")
-        parts.append("started again" if self.started else "left stopped")
+        if say_start:
+            parts.append("started again" if self.started else "left stopped")
         if self.error:
             parts.append(f"error: {self.error}")
         return "; ".join(parts)

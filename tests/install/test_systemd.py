@@ -134,3 +134,11 @@ def test_uninstall_disables_then_removes(write_stack, short_tmp):
     change = uninstall_unit(stack, short_tmp, False, runner, usable=True)
     assert runner.argvs == [("systemctl", "disable", "baremetal-boot-test.service"), ("systemctl", "daemon-reload")]
     assert not change.path.exists()
+
+
+def test_system_unit_grants_cap_sys_ptrace_for_stack_dumps_and_a_user_unit_cannot(write_stack):
+    stack = _stack(write_stack)
+    system = render_unit(stack, program_specs(stack), UnitOptions())
+    assert "AmbientCapabilities=CAP_SYS_PTRACE" in system.splitlines()
+    user = render_unit(stack, program_specs(stack), UnitOptions(user=True))
+    assert "AmbientCapabilities" not in user

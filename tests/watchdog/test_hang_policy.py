@@ -12,7 +12,7 @@ STALL = Policy(**{**POLICY.__dict__, "start_stall_after_s": 60.0})
 
 @pytest.mark.parametrize("name,observations,phase,action,words,cause", [
     ("a start with no sign of progress is restarted after start_stall_after",
-     [bad(t) for t in range(0, 61)], Phase.RESTARTING, Action.RESTART, "start stalled: no sign of loading progress "
+     [bad(t) for t in range(0, 61)], Phase.RESTARTING, Action.RESTART, "no sign of loading progress "
      "for 1m (its log, GPU memory, CPU time and reads all still; start_stall_after 1m)", "start_stalled"),
     ("just under start_stall_after: still loading",
      [bad(t) for t in range(0, 60)], Phase.LOADING, Action.NONE, "loading for 59.0s", None),

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -68,6 +70,7 @@ def test_busy_server_under_sustained_load_is_never_restarted(vllm_stack):
 def test_frozen_engine_with_requests_in_flight_is_caught_and_serves_again(vllm_stack):
     run, url = vllm_stack
     core = engine_core(run)
+    run_pid_before = run.pid(PROGRAM)
     with Load(url, workers=2, max_tokens=200):
         wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 10, what="ready under load")
         time.sleep(1.0)                                    # requests are in flight
@@ -82,6 +85,19 @@ def test_frozen_engine_with_requests_in_flight_is_caught_and_serves_again(vllm_s
     assert f"processes stopped: {core.pid} (VLLM::EngineCore)" in restart["message"]
     restarted = wait_for(lambda: run.events(PROGRAM, "restarted"), 60, what="restarted event")[0]
     assert core.pid in restarted["report"]["resumed"] and restarted["report"]["started"]
+    assert restart["hang_kind"] == "stopped_by_signal" and restart["message"].startswith("stopped by a signal: ")
+    # The evidence, kept before the kill: every process's stack, the frozen EngineCore's showing where it stopped.
+    folder = Path(restart["evidence"])
+    assert restarted["evidence"] == str(folder) and restarted["evidence_s"] < 3.0, restarted["message"]
+    stacks = (folder / "stacks.txt").read_text()
+    core_section = stacks.split(f"=== {core.pid} (VLLM::EngineCore) state stopped\n")[1].split("\n=== ")[0]
+    assert "vllm/v1/engine/core.py" in core_section, stacks
+    server_section = stacks.split(f"=== {run_pid_before} (")[1].split("\n=== ")[0]
+    assert "vllm/entrypoints" in server_section or "uvloop" in server_section, stacks
+    summary = json.loads((folder / "summary.json").read_text())
+    assert all(process["stack"] for process in summary["processes"]), summary["processes"]
+    assert "vllm:num_requests_running" in (folder / "metrics.txt").read_text()
+    print(f"\nevidence of the frozen EngineCore in {restarted['evidence_s']:.2f}s: {folder}")
     assert not psutil.pid_exists(core.pid)
     wait_for(lambda: run.program(PROGRAM).get("phase") == "ready", 240, interval_s=1, what="ready again")
     answer = httpx.post(f"{url}/v1/completions", trust_env=False, timeout=60,

@@ -180,7 +180,7 @@ def test_hardware_fault_stops_and_never_restarts():
     fault = ("GPU 1 reported Xid 79 (GPU has fallen off the bus)",)
     decisions, history = run([ok(0), ok(1)], faults=fault)
     assert decisions[0].phase == Phase.HARDWARE_FAULT and decisions[0].action == Action.STOP
-    assert "Xid 79" in decisions[0].reason and "not restarted" in decisions[0].reason
+    assert "Xid 79" in decisions[0].reason and "the GPU is cordoned" in decisions[0].reason
     decisions, history = run([Observation(T0 + 3, STOPPED, 0, T0), Observation(T0 + 60, STOPPED, 0, T0)],
                              history=history)
     assert [(d.phase, d.action) for d in decisions] == [(Phase.HARDWARE_FAULT, Action.NONE)] * 2
