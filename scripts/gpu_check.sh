@@ -8,7 +8,7 @@
 # by git, in parts of at most 60 MB each (for copy tools and upload limits that small):
 #   .gpu-carry/p0, p1, p2  vLLM 0.26.0 as vllm.tar.xz.part* (split -b 60M), p2/SHA256SUMS, and p2/deps/*.whl:
 #                          the pure-Python imports vLLM needs that the host lacks
-#   .whl/                  the wheels baremetal needs that the host lacks (supervisor, httptools, ...)
+#   .whl/                  the wheels baremetal needs that the host lacks (supervisor, httptools, py-spy, ...)
 # Made on a machine with internet with `pip download` of the same versions for the host's Python.
 # When the parts arrive one copy at a time, run `part` after each copy (it moves that part to
 # /tmp/parts), then `run` with the last part and .whl/ in place:

@@ -16,7 +16,9 @@ interpreter `--python` (an env of kind "system"). What it does, in order, each s
    NVML's numbers, the chat model's requests/s, time to first token and tokens/s);
 5. the hang: a long streamed request in flight, `VLLM::EngineCore` SIGSTOPped; /health is asked
    (still 200?), the watchdog's restart event is timed, NVML is asked whether the frozen engine's GPU
-   memory is gone, and the time until the gateway serves a chat again;
+   memory is gone, and the time until the gateway serves a chat again; from the restart's evidence
+   folder (copied to DIR/evidence/): the frozen process's py-spy stack, the hang kind (from its state,
+   and from NVML's readings alone), the seconds the evidence added before the stop, NCCL dumps (--tp);
 6. `baremetal down`, then NVML: no process and no memory of ours left on the GPU.
 
 Everything goes to DIR/gpu_check.json; the table to stdout. A failing step is recorded and the run goes
@@ -296,6 +298,7 @@ class Check:
             time.sleep(0.1)
         report = self.events("restarted", "vllm-chat")[-1]
         after_stop = self.gpu0()
+        evidence = self.evidence(restart, report, core.pid)
         served_at = None
         while served_at is None:
             assert time.monotonic() - frozen_at < 420, "not serving again within 420 s"
@@ -312,7 +315,24 @@ class Check:
                 "core_mib_before": before["processes"].get(core.pid),
                 "core_on_gpu_after_stop": core.pid in after_stop["processes"],
                 "gpu0_used_mib_before": before["memory_used_mib"], "gpu0_used_mib_after_stop": after_stop["memory_used_mib"],
-                "serving_again_s": round(served_at - frozen_at, 1), "in_flight_request": outcome.get("end")}
+                "serving_again_s": round(served_at - frozen_at, 1), "in_flight_request": outcome.get("end"),
+                **evidence}
+
+    def evidence(self, restart: dict, report: dict, frozen_pid: int) -> dict:
+        """The evidence folder of that restart: the frozen process's stack, the hang kind (from the process
+        states, and from NVML's readings alone), the time it added before the stop; copied into --out."""
+        folder = Path(restart.get("evidence") or "/nonexistent")
+        if not folder.is_dir():
+            return {"evidence": f"no evidence folder ({restart.get('evidence')})"}
+        summary = json.loads((folder / "summary.json").read_text())
+        stacks = (folder / "stacks.txt").read_text()
+        frozen = stacks.split(f"=== {frozen_pid} (")[1].split("\n=== ")[0] if f"=== {frozen_pid} (" in stacks else ""
+        frames = [line.strip() for line in frozen.splitlines() if line.startswith("    ")][:6]
+        shutil.copytree(folder, self.out / "evidence", dirs_exist_ok=True)
+        return {"hang_kind": restart.get("hang_kind"), "nvml_alone": summary.get("nvml_alone"),
+                "evidence_s": report.get("evidence_s"), "evidence_timings_s": summary.get("timings_s"),
+                "stacks": f"{sum(p['stack'] for p in summary['processes'])}/{len(summary['processes'])}",
+                "frozen_stack_top": frames, "nccl_dumps": summary.get("nccl_dumps")}
 
     def down(self) -> dict:
         result = self.baremetal("down", timeout_s=180)

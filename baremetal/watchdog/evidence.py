@@ -107,6 +107,7 @@ class Request:
     metrics_url: str | None = None
     log_files: tuple[Path, ...] = ()
     nccl_prefix: str | None = None            # TORCH_NCCL_DEBUG_INFO_TEMP_FILE of its ranks
+    nvml_alone: dict | None = None            # the hang kind NVML's readings alone give (processes' states aside)
 
 
 @dataclass
@@ -241,6 +242,7 @@ class Collector:
         summary = {"program": request.program, "time_s": round(request.time_s, 3),
                    "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(request.time_s)),
                    "action": request.action, "reason": request.reason, "hang": request.hang,
+                   "nvml_alone": request.nvml_alone, "gpu_readings": list(request.gpu_readings),
                    "gpus": list(request.gpus), "processes": [{"title": t, "stack": ok} for t, ok, _ in stacks],
                    "nccl_dumps": nccl, "py_spy": self.py_spy, "seconds": round(result.elapsed_s, 3),
                    "timings_s": timings, "errors": result.errors}

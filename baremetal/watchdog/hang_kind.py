@@ -119,3 +119,9 @@ def classify(cause: Cause | None, stopped: Sequence[str], pending: bool, cpu_sha
         return HangVerdict("engine_stopped_scheduling", f"work pending, its processes at {cpu_share:.0%} of a core")
     computing = f"its processes at {cpu_share:.0%} of a core" if cpu_share is not None else "computing"
     return HangVerdict("busy_without_progress", f"{computing}{'; GPUs busy' if window else ''}")
+
+
+def nvml_alone(readings: Sequence[GpuSample]) -> dict | None:
+    """What GPU readings alone say of a stall with work pending (the processes' states aside), for the evidence."""
+    verdict = classify("no_progress", (), True, None, readings) if readings else None
+    return None if verdict is None else {"kind": verdict.kind, "words": verdict.words, "detail": verdict.detail}

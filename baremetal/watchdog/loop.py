@@ -32,7 +32,7 @@ from baremetal.supervisord.states import ProcessState, SupervisorState
 from baremetal.watchdog import recovery
 from baremetal.watchdog.events import Event, EventLog
 from baremetal.watchdog.evidence import Collector, Request, folder_for, prune, run_command
-from baremetal.watchdog.hang_kind import HangVerdict, classify, gpu_spin
+from baremetal.watchdog.hang_kind import HangVerdict, classify, gpu_spin, nvml_alone
 from baremetal.watchdog.load_progress import LoadWatch
 from baremetal.watchdog.metrics import render
 from baremetal.watchdog.observe import ProgramObserver
@@ -313,7 +313,8 @@ class WatchdogLoop:
                               gpu_readings=tuple(s.to_json() for s in readings), probes=tuple(probes),
                               metrics_url=f"{spec_probe.url}/metrics" if spec_probe and spec_probe.kind == "vllm" else None,
                               log_files=tuple(watched.load.log_paths) if watched.load else (),
-                              nccl_prefix=watched.spec.environment.get("TORCH_NCCL_DEBUG_INFO_TEMP_FILE"))
+                              nccl_prefix=watched.spec.environment.get("TORCH_NCCL_DEBUG_INFO_TEMP_FILE"),
+                              nvml_alone=nvml_alone(readings))
         client = self.supervisor_factory()
         watched.job_action = decision.action
         move = decision.phase == Phase.HARDWARE_FAULT and self.mover is not None and bool(watched.spec.gpus)
