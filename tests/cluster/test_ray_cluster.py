@@ -210,7 +210,9 @@ def check_loss_and_return(run: ClusterRun, what: str, cause, cure=None) -> None:
     assert "Ray lost node w1" in restart["message"] or "probes failed" in restart["message"], restart
     print(f"\n{what}: the head's watchdog restarted ray-driver {restart['time_s'] - fault_s:.1f}s after the fault")
     if cure:
-        wait_for(lambda: run.watchdog_entry("head", "fastchat-tiny-chat").get("healthy") is False, 30, 0.2,
+        # One failed probe makes the worker unhealthy but still tried last; `unreachable` (after
+        # unhealthy_after probes) is what makes the gateway skip it.
+        wait_for(lambda: run.watchdog_entry("head", "fastchat-tiny-chat").get("phase") == "unreachable", 30, 0.2,
                        "the head's watchdog marking w1's worker unreachable")
         outcome = chat_outcome(run)
         print(f"\n{what}: a chat meanwhile: {outcome}")
