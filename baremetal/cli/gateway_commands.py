@@ -11,7 +11,8 @@ from baremetal.cli.common import config_option, load
 
 @click.command()
 @click.option("--host", default=None, help="Listen address (default: the stack's api.host).")
-@click.option("--port", type=int, default=None, help="Listen port (default: the stack's api.port).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Listen port, 1-65535 (default: the stack's api.port).")
 @click.option("--access-log", is_flag=True, help="Log one line per request (paths and statuses, never keys).")
 @config_option
 def gateway(host: str | None, port: int | None, access_log: bool, config_path: Path) -> None:
@@ -19,7 +20,9 @@ def gateway(host: str | None, port: int | None, access_log: bool, config_path: P
 
     Routes by the request's "model" to vLLM servers, FastChat workers (with tool calling) and [[program]]
     backends; balances replicas; checks api.api_keys. `baremetal up` runs it under supervisord when
-    api.kind = "gateway"; run it by hand to try a stack. Stops on SIGTERM or Ctrl-C.
+    api.kind = "gateway"; run it by hand to try a stack. Stops on SIGTERM or Ctrl-C. SIGHUP makes it
+    read the stack file again and take its keys, models and time limits without dropping a connection
+    (`baremetal up` sends it when they change); a new host or port needs a restart.
     """
     from baremetal.gateway.server import serve
 

@@ -157,9 +157,10 @@ class _Reader:
         timezone = table.take("timezone", t.timezone)
         environment = table.take("environment", t.environment, {})
         spare_gpus = table.take("spare_gpus", t.gpu_list, ())
+        user = table.take("user", t.system_user)
         table.finish()
         info = StackInfo(name=name, root=self._path(root), models_dir=self._path(models_dir) if models_dir else None,
-                         timezone=timezone, environment=frozen_mapping(environment), spare_gpus=spare_gpus)
+                         timezone=timezone, environment=frozen_mapping(environment), spare_gpus=spare_gpus, user=user)
         problem = checks.root_problem(info.root)
         if problem:
             default = "" if table.has("root") else f" (the root defaults to the stack file's folder, {info.root})"
@@ -238,12 +239,16 @@ class _Reader:
         port = table.take("port", t.port, 8000)
         keys = table.take("api_keys", t.string_list, ())
         env = table.take("env", t.name, "fastchat")
+        limits = dict(client_timeout_s=table.take("client_timeout", t.duration_at_least(0.1), 10.0),
+                      max_connections=table.take("max_connections", t.integer(1, 1_000_000), 4096),
+                      backend_connect_timeout_s=table.take("backend_connect_timeout", t.duration_at_least(0.1), 5.0),
+                      backend_idle_timeout_s=table.take("backend_idle_timeout", t.duration_at_least(1.0), 600.0))
         table.finish()
         for index, spec in enumerate(keys):
             problem = checks.key_spec_problem(spec)
             if problem:
                 self.problems.add(f"api.api_keys[{index}]", problem)
-        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env)
+        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, **limits)
 
     def read_watchdog(self) -> Watchdog:
         # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,

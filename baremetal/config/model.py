@@ -43,6 +43,7 @@ class StackInfo:
     timezone: str | None
     environment: Mapping[str, str] = field(default_factory=frozen_mapping)   # for every program
     spare_gpus: tuple[int, ...] = ()   # where programs pinned to a cordoned GPU are re-placed
+    user: str | None = None     # the system user supervisord and every program run as (None: whoever starts it)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ class Api:
     port: int
     api_keys: tuple[str, ...]   # specs as written: literal, env:VAR, file:PATH (resolved at run time)
     env: str                    # runtime env for kind fastchat/fastchat-tools
+    # The gateway's time limits (README, "Time limits"): a client's request must arrive within
+    # client_timeout_s (slowloris); at most max_connections are open; a backend must accept the
+    # connection within backend_connect_timeout_s and may go silent for at most backend_idle_timeout_s.
+    client_timeout_s: float = 10.0
+    max_connections: int = 4096
+    backend_connect_timeout_s: float = 5.0
+    backend_idle_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)

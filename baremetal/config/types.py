@@ -278,3 +278,15 @@ def slug(text: str) -> str:
     """A supervisord program name from a free-form name: lowercase, [a-z0-9._-] only."""
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
     return cleaned or "unnamed"
+
+
+_SYSTEM_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
+
+
+def system_user(value: Any) -> str:
+    """A user name as useradd takes it (the [stack] user the stack runs as)."""
+    text = string(value)
+    if not _SYSTEM_USER.match(text):
+        raise FieldError(f"{text!r} is not a system user name (lower-case letters, digits, '_' and '-', starting "
+                         "with a letter or '_', at most 32 characters)")
+    return text

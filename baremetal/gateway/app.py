@@ -15,6 +15,7 @@ from baremetal.config.model import Stack
 from baremetal.gateway import fastchat, passthrough
 from baremetal.gateway.auth import authorized
 from baremetal.gateway.chat_template import TemplateRenderer, load_model_template
+from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
 from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
@@ -36,25 +37,36 @@ class Gateway:
     """Everything one gateway process knows; created once, used from its one event loop."""
 
     def __init__(self, stack: Stack, keys: list[str]):
+        self.balancer = Balancer()
+        self.metrics = Metrics()
+        self.started_s = int(time.time())
+        self.limits = ClientLimits()
+        self.upstream: Upstream | None = None
+        self.workers: WorkerClient | None = None
+        self.directory: ControllerDirectory | None = None
+        self.configure(stack, keys)
+
+    def configure(self, stack: Stack, keys: list[str]) -> None:
+        """Take the stack's settings: at start, and again on a reload (SIGHUP). Requests in flight keep
+        the backend they were sent to; the next ones see the new keys, routes and limits."""
         from baremetal.engines.fastchat import controller_url
 
         self.stack = stack
         self.keys = keys
         self.routes = routes_from_stack(stack)
-        self.balancer = Balancer()
         self.watchdog = VerdictReader(stack.watchdog_state_path,
                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
-        self.metrics = Metrics()
-        self.started_s = int(time.time())
         self.controller_url = controller_url(stack.controller) if stack.controller.enabled else None
-        self.upstream: Upstream | None = None
-        self.workers: WorkerClient | None = None
-        self.directory: ControllerDirectory | None = None
         self._renderers: dict[Path, TemplateRenderer | None] = {}
+        self.limits.client_timeout_s = stack.api.client_timeout_s
+        self.limits.max_connections = stack.api.max_connections
+        if self.upstream is not None:
+            self.upstream.set_timeouts(stack.api.backend_connect_timeout_s, stack.api.backend_idle_timeout_s)
+            self.directory = ControllerDirectory(self.upstream, self.controller_url) if self.controller_url else None
 
     async def start(self) -> None:
         """Open the HTTP client (it belongs to the running event loop)."""
-        self.upstream = Upstream()
+        self.upstream = Upstream(self.stack.api.backend_connect_timeout_s, self.stack.api.backend_idle_timeout_s)
         self.workers = WorkerClient(self.upstream)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)

@@ -54,6 +54,11 @@ def unavailable(model: str, reasons: list[str]) -> GatewayError:
                         "service_unavailable", "model_unavailable", "model")
 
 
+def gateway_timeout(message: str) -> GatewayError:
+    """504: a backend took the request, then sent nothing for longer than api.backend_idle_timeout."""
+    return GatewayError(504, message, "upstream_error", "gateway_timeout")
+
+
 def bad_gateway(message: str) -> GatewayError:
     """502: a backend failed while answering (crashed, reset the connection, sent garbage)."""
     return GatewayError(502, message, "upstream_error", "bad_gateway")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from baremetal.gateway.auth import authorized
-from baremetal.gateway.errors import GatewayError, bad_gateway, unauthorized, unavailable
-from baremetal.gateway.upstream import BackendFailed, BackendUnreachable
+from baremetal.gateway.errors import GatewayError, bad_gateway, gateway_timeout, unauthorized, unavailable
+from baremetal.gateway.upstream import BackendFailed, BackendTimedOut, BackendUnreachable
 from baremetal.gateway.validation import MAX_BODY_BYTES, body_too_large, check_fields, parse_body
 
 if TYPE_CHECKING:
@@ -173,8 +173,10 @@ class Exchange:
                 raise bad_gateway(f"{backend.name}: {failure.reason}") from None
             return failure
         except BackendFailed as failure:
-            gateway.metrics.backend_error(backend.name, "failed")
-            raise bad_gateway(f"Backend {backend.name} of model {call.model!r} failed: {failure}") from None
+            timed_out = isinstance(failure, BackendTimedOut)
+            gateway.metrics.backend_error(backend.name, "timeout" if timed_out else "failed")
+            answer = gateway_timeout if timed_out else bad_gateway
+            raise answer(f"Backend {backend.name} of model {call.model!r} failed: {failure}") from None
         finally:
             gateway.balancer.finished(backend)
             gateway.metrics.stopped(call.model, backend.name)

@@ -29,34 +29,54 @@ class BackendFailed(Exception):
     """The backend took the request and then failed (bad answer, dropped connection, timeout)."""
 
 
+class BackendTimedOut(BackendFailed):
+    """The backend took the request and then sent nothing for longer than the idle timeout."""
+
+
 CONNECT_TIMEOUT_S = 5.0
+IDLE_TIMEOUT_S = 600.0
 # uvicorn (vLLM, FastChat) closes idle keep-alive connections after 5 s; dropping ours sooner avoids
 # sending on a connection the server is closing.
 KEEPALIVE_S = 4.0
 
 
 class Upstream:
-    """One aiohttp session for every backend; create and close it inside the server's event loop."""
+    """One aiohttp session for every backend; create and close it inside the server's event loop.
 
-    def __init__(self, connect_timeout_s: float = CONNECT_TIMEOUT_S):
+    Two time limits, changeable while it runs (`set_timeouts`, on a reload): a backend must accept the
+    TCP connection within `connect_timeout_s` (else the request never reached it: another replica may
+    take it), and may send nothing for at most `idle_timeout_s` once it has the request: before the
+    answer starts, between two streamed chunks, or while a whole answer is computed (it arrives in one
+    piece when done). A long generation that keeps streaming is never cut."""
+
+    def __init__(self, connect_timeout_s: float = CONNECT_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S):
         import aiohttp
 
         self._aiohttp = aiohttp
+        self.set_timeouts(connect_timeout_s, idle_timeout_s)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=None),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=None),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+
+    def set_timeouts(self, connect_timeout_s: float, idle_timeout_s: float) -> None:
+        self.connect_timeout_s, self.idle_timeout_s = connect_timeout_s, idle_timeout_s
+        self._timeout = self._aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
+                                                    sock_read=idle_timeout_s)
 
     async def close(self) -> None:
         await self.session.close()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]):
         """An `async with` context giving aiohttp's response (status, headers, `.content` to stream)."""
-        return self.session.post(url, data=body, headers=headers)
+        return self.session.post(url, data=body, headers=headers, timeout=self._timeout)
 
     def classify(self, error: BaseException) -> Exception:
         """A client exception raised before the answer started, as BackendUnreachable or BackendFailed."""
         aiohttp = self._aiohttp
+        if isinstance(error, aiohttp.ConnectionTimeoutError):
+            return BackendUnreachable(f"no connection within {self.connect_timeout_s:g}s")
+        if isinstance(error, aiohttp.SocketTimeoutError):
+            return BackendTimedOut(f"nothing received for {self.idle_timeout_s:g}s")
         if isinstance(error, aiohttp.ClientConnectorError):
             return BackendUnreachable(f"connection refused ({error.os_error.strerror or error.os_error})")
         if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
@@ -77,7 +97,7 @@ class Upstream:
             async with self.session.post(url, data=json.dumps(payload).encode(),
                                          headers={"Content-Type": "application/json"},
                                          timeout=aiohttp.ClientTimeout(total=timeout_s,
-                                                                       sock_connect=CONNECT_TIMEOUT_S)) as response:
+                                                                       sock_connect=self.connect_timeout_s)) as response:
                 text = await response.read()
                 if response.status >= 400:
                     raise BackendFailed(f"{url} answered {response.status}: {text[:200]!r}")

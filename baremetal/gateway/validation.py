@@ -8,9 +8,10 @@ the same answer whichever engine serves the model.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from baremetal.gateway.errors import bad_request
+from baremetal.gateway.errors import GatewayError, bad_request
 
 MAX_BODY_BYTES = 32 * 1024 * 1024   # a 128k-token prompt is ~0.5 MB; large embedding batches fit too
 
@@ -56,16 +57,19 @@ def parse_body(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise bad_request(f"The request body is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise bad_request("The request body nests JSON arrays or objects too deeply (the parser's limit is about "
+                          f"{sys.getrecursionlimit()} levels).", code="json_too_deep") from None
     if not isinstance(payload, dict):
         raise bad_request(f"The request body must be a JSON object, not {_describe(payload)}.")
     return payload
 
 
 def body_too_large(size_bytes: int | None = None) -> Exception:
-    """400 for a body over MAX_BODY_BYTES (read no further than the limit)."""
+    """413 for a body over MAX_BODY_BYTES (read no further than the limit)."""
     got = f" ({size_bytes} bytes)" if size_bytes else ""
-    return bad_request(f"The request body is too large{got}; the limit is {MAX_BODY_BYTES} bytes.",
-                       code="request_too_large")
+    return GatewayError(413, f"The request body is too large{got}; the limit is {MAX_BODY_BYTES} bytes.",
+                        "invalid_request_error", "request_too_large")
 
 
 def check_fields(endpoint: str, payload: dict[str, Any]) -> str:

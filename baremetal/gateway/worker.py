@@ -78,9 +78,8 @@ class WorkerClient:
         """`async with` the worker's output stream: each item is the whole output so far (a dict)."""
         upstream = self.upstream
         try:
-            response = await upstream.session.post(backend.url + "/worker_generate_stream",
-                                                   data=json.dumps(params).encode(),
-                                                   headers={"Content-Type": "application/json"})
+            response = await upstream.post(backend.url + "/worker_generate_stream", json.dumps(params).encode(),
+                                           {"Content-Type": "application/json"})
         except upstream.errors as error:
             raise upstream.classify(error) from None
         try:

@@ -144,7 +144,10 @@ def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
     api = stack.api
     environment = dict(base)
     if api.kind == "gateway":
-        argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source)]
+        # The gateway reads the rest of the stack file itself (and again on SIGHUP); its listen address is
+        # on the command line, so that a change of it changes this file and `up` restarts it.
+        argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source),
+                "--host", api.host, "--port", str(api.port)]
     else:
         argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller,
                                  str(stack.run_dir / "api-keys.json"), facts.api_keys_version)

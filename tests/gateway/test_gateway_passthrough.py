@@ -145,10 +145,12 @@ def test_bad_requests_are_openai_errors(client, running):
     url = running.gateway_url + "/v1/chat/completions"
     cases = {b"{not json": "not valid JSON", b'{"model": 3, "messages": []}': "'model' must be a string",
              b'{"model": "chat", "messages": [], "stream": "yes"}': "'stream' must be a boolean",
-             b" " * (33 * 1024 * 1024): "too large"}
+             b'{"model": "chat", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}": "too deeply"}
     for body, words in cases.items():
         response = httpx.post(url, content=body, headers=headers, timeout=60)
         assert response.status_code == 400 and words in response.json()["error"]["message"], body[:40]
+    response = httpx.post(url, content=b" " * (33 * 1024 * 1024), headers=headers, timeout=60)
+    assert response.status_code == 413 and "too large" in response.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
     assert "'gpt-5'" in caught.value.message and "chat, embedder, lonely" in caught.value.message

@@ -12,15 +12,26 @@ BODIES = {
     "not JSON": (b"{model", "not valid JSON"),
     "an array": (b"[1]", "must be a JSON object, not an array"),
     "bad UTF-8": (b'{"model": "\xff"}', "not valid JSON"),
-    "too large": (b" " * (MAX_BODY_BYTES + 1), "too large"),
+    "too large": (b" " * (MAX_BODY_BYTES + 1), "too large", 413),
+    "nested too deep": (b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "too deeply", 400),
 }
 
 
-@pytest.mark.parametrize("body, words", BODIES.values(), ids=BODIES.keys())
-def test_bad_bodies(body, words):
+@pytest.mark.parametrize("body, words, status", [(*case, 400)[:3] for case in BODIES.values()], ids=BODIES.keys())
+def test_bad_bodies(body, words, status):
     with pytest.raises(GatewayError) as caught:
         parse_body(body)
-    assert caught.value.status == 400 and words in caught.value.message
+    assert caught.value.status == status and words in caught.value.message
+
+
+def test_json_nested_as_deep_as_a_real_schema_parses():
+    nested: dict = {"type": "string"}
+    for _ in range(60):
+        nested = {"type": "object", "properties": {"x": nested}}
+    import json
+
+    body = json.dumps({"model": "m", "messages": [], "tools": [{"function": {"parameters": nested}}]}).encode()
+    assert parse_body(body)["model"] == "m"
 
 
 FIELDS = {
