@@ -119,6 +119,12 @@ def _why(row: ProgramStatus) -> str:
         parts.append(f"{row.description or row.state}; `baremetal logs {row.name} --stderr` shows why")
     elif row.ready is False:
         parts.append(f"probe: {row.ready_detail}")
+    if row.settings == "older":
+        parts.append("runs with older settings than the stack file (keys, models, limits or [watchdog] changed "
+                     "since it started): `baremetal up` applies them")
+    elif row.settings == "unknown":
+        parts.append("does not say which settings it runs with (started by an older baremetal?): "
+                     "`baremetal up` restarts it")
     if row.watchdog and row.watchdog.reason:
         parts.append(f"watchdog: {row.watchdog.phase}: {row.watchdog.reason}")
     return "; ".join(parts)
@@ -135,7 +141,7 @@ def to_json(status: StackStatus) -> dict[str, Any]:
             "name": row.name, "state": row.state, "pid": row.pid, "uptime_s": row.uptime_s,
             "ready": row.ready, "ready_detail": row.ready_detail, "restarts": row.restarts,
             "gpus": list(row.gpus) if row.gpus is not None else None, "port": row.port,
-            "description": row.description,
+            "description": row.description, "settings": row.settings or None,
             "watchdog": None if row.watchdog is None else {
                 "phase": row.watchdog.phase, "healthy": row.watchdog.healthy, "reason": row.watchdog.reason,
                 "restarts": row.watchdog.restarts, "last_restart_s": row.watchdog.last_restart_s,

@@ -50,6 +50,9 @@ def events(count: int, follow: bool, program: str | None, show: str | None, conf
     (the newest watchdog.evidence_keep): the Python stacks of each of its processes (py-spy), NVML
     details of its GPUs, its /metrics, its log tail, the probe history, NCCL flight recorder dumps.
     `--show 1` prints the newest; `-p PROGRAM --show 1` the newest of one program.
+
+    --json prints one JSON object per event on stdout (none for an empty log) and nothing but JSON on
+    stderr either: with no events there, one object {"events": 0, "path", "message"}.
     """
     from baremetal.watchdog.events import events_path, format_event, read_events
     from baremetal.watchdog.events import follow as follow_events
@@ -63,7 +66,10 @@ def events(count: int, follow: bool, program: str | None, show: str | None, conf
     path = events_path(stack.root)
     wanted = [e for e in read_events(path) if program is None or e.get("program") == program][-count:]
     if not wanted and not follow:
-        click.echo(f"No watchdog events yet in {path}." if not path.exists() else "No matching events.", err=True)
+        # With --json nothing but JSON is printed: stdout holds the events (none), stderr this notice.
+        notice = f"No watchdog events yet in {path}." if not path.exists() else "No matching events."
+        click.echo(_event_text({"events": 0, "path": str(path), "message": notice}, True, format_event)
+                   if as_json else notice, err=True)
     for event in wanted:
         click.echo(_event_text(event, as_json, format_event))
     if follow:

@@ -180,7 +180,11 @@ def create_app(gateway: Gateway):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        from baremetal.gateway.reload import announce, listen_for_reloads
+
         await gateway.start()
+        listen_for_reloads(gateway)
+        announce(gateway)
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from baremetal.config.api_keys import probe_key
@@ -18,7 +18,7 @@ from baremetal.errors import BaremetalError, NotRunningError, SupervisorError, U
 from baremetal.host import processes
 from baremetal.host.ports import port_holder, port_in_use
 from baremetal.plan.spec import ProgramSpec
-from baremetal.stack.readiness import ProgressLines, Waiter, WaitResult
+from baremetal.stack.readiness import ProgressLines, Waiter, WaitResult, watchdog_doubts
 from baremetal.supervisord import daemon
 from baremetal.supervisord.client import SupervisorClient
 from baremetal.supervisord.logtail import last_text
@@ -46,12 +46,13 @@ class Applied:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)    # unchanged, but not running: started again
+    reloaded: list[str] = field(default_factory=list)   # took changed settings without a restart (the gateway)
 
     def summary(self) -> str:
         """One line for the operator."""
         parts = [f"{label}: {', '.join(names)}" for label, names in (
             ("added", self.added), ("changed (restarted)", self.changed), ("removed", self.removed),
-            ("started", self.started)) if names]
+            ("started", self.started), ("new settings taken without a restart", self.reloaded)) if names]
         return "; ".join(parts) if parts else "nothing changed: no program restarted"
 
 
@@ -144,6 +145,12 @@ def wait_ready(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec],
     progress.close()
     if not result.ok:
         raise NotReadyError(failure_report(stack, result, timeout_s))
+    # The gateway routes only to programs the watchdog calls ready: give it a few ticks to agree.
+    interval_s = stack.watchdog.interval_s
+    doubts = watchdog_doubts(stack.watchdog_state_path, [spec.name for spec in specs], 3 * interval_s + 2.0,
+                             max(10.0, 5 * interval_s))
+    for name, why in doubts.items():
+        progress.line(f"  note: {name} answers its probe, but the watchdog still says {why}")
     return result
 
 
@@ -196,6 +203,7 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
             applied = Applied(added=[spec.name for spec in generated.specs])
         else:
             applied = apply(client, generated.specs)
+            applied = _refresh(stack, client, generated.specs, applied, say)
         say(applied.summary())
     blocked = [spec for spec in generated.specs if spec.blocked]
     for spec in blocked:
@@ -211,6 +219,15 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
     if wait and blocked:
         raise NotReadyError("not started (cordoned GPUs): " + "; ".join(f"{s.name}: {s.blocked}" for s in blocked))
     return applied
+
+
+def _refresh(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec], applied: Applied, say: Say) -> Applied:
+    """Programs that read the stack file while they run take its new settings (baremetal.stack.refresh)."""
+    from baremetal.stack.refresh import refresh
+
+    untouched = {spec.name for spec in specs} - set(applied.added + applied.changed + applied.started)
+    done = refresh(stack, client, specs, untouched, say)
+    return replace(applied, changed=applied.changed + done.restarted, reloaded=done.reloaded)
 
 
 def resolve_programs(names: tuple[str, ...] | list[str], programs: list[str],

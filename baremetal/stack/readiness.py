@@ -12,6 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 from baremetal.plan.spec import ProgramSpec
@@ -143,6 +144,24 @@ class Waiter:
             return None
         del pending[name]
         return future.result()
+
+
+def watchdog_doubts(state_path: Path, names: list[str], timeout_s: float, max_age_s: float,
+                    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                    wall_clock: Callable[[], float] = time.time) -> dict[str, str]:
+    """Wait (at most `timeout_s`) until a running watchdog calls none of `names` loading (or stuck,
+    restarting, ...): the gateway sends no requests to a program until the watchdog calls it ready.
+    Returns those it still doubts, as name -> "phase: reason"; {} also when no watchdog reports."""
+    from baremetal.stack.status import NOT_SERVING_PHASES, read_watchdog
+
+    deadline = clock() + timeout_s
+    while True:
+        views, _age_s, fresh = read_watchdog(state_path, wall_clock(), max_age_s)
+        doubts = {name: f"{view.phase}: {view.reason}" for name, view in views.items()
+                  if fresh and name in names and view.phase in NOT_SERVING_PHASES}
+        if not doubts or clock() >= deadline:
+            return doubts
+        sleep(0.1)
 
 
 def _in_background(function: Callable, argument: object) -> Future:

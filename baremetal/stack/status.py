@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,8 @@ STARTED = re.compile(rb"supervisord started with pid (\d+)")
 LOG_BACKUPS = 5                      # supervisord.conf keeps logfile_backups=5
 LOG_SCAN_BYTES = 16 * 1024 * 1024    # past this, restarts are reported unknown rather than read slowly
 WATCHDOG_MIN_AGE_S = 10.0
+SETTINGS_GRACE_S = 30.0
+NOT_SERVING_PHASES = ("loading", "stuck", "restarting", "failed", "given_up", "hardware_fault")
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,13 @@ class ProgramStatus:
     description: str = ""
     watchdog: WatchdogEntry | None = None
     blocked: str | None = None        # not started: its GPUs are cordoned and no spare is free
+    settings: str = ""                # programs that read the stack file: current | older | unknown (refresh.py)
 
     @property
     def good(self) -> bool:
-        """Running and ready (or running with nothing to probe)."""
-        return self.state == ProcessState.RUNNING.name and self.ready is not False
+        """Running and ready (or running with nothing to probe), with the stack file's settings."""
+        return (self.state == ProcessState.RUNNING.name and self.ready is not False
+                and self.settings not in ("older", "unknown"))
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, ht
     views, age_s, fresh = read_watchdog(stack.watchdog_state_path, now_s, max_age_s)
     rows = [_row(info, by_spec.get(info.name), results.get(info.name), spawns, views.get(info.name))
             for info in infos]
+    rows = with_settings(stack, specs, rows)
     loaded = {info.name for info in infos}
     rows += [ProgramStatus(spec.name, "NOT LOADED", None, None, None, "not in supervisord: run `baremetal up`",
                            None, spec.gpus, spec.port) for spec in specs if spec.name not in loaded]
@@ -196,6 +201,32 @@ def gpu_owners(gpus: list[dict], rows: list[ProgramStatus]) -> dict[int, str]:
     return owners
 
 
+def with_settings(stack: Stack, specs: list[ProgramSpec], rows: list[ProgramStatus]) -> list[ProgramStatus]:
+    """Rows of the programs that read the stack file at run time, marked when they run with other settings
+    than it gives now (a key rotated, a model added, [watchdog] edited, and `up` not run since)."""
+    from baremetal.stack.refresh import expected_digests, keys_here, settings_state
+    from baremetal.stack.settings import read_published
+
+    expected = expected_digests(stack, specs, keys_here(stack))
+    marked = []
+    for row in rows:
+        if row.name in expected:
+            state = settings_state(expected[row.name], read_published(stack, row.name), row.pid)
+            if state == "unknown" and (row.uptime_s or 0) < SETTINGS_GRACE_S:
+                state = ""            # just started: it publishes its settings within a few seconds
+            row = replace(row, settings=state)
+        marked.append(row)
+    return marked
+
+
+def agreed_readiness(ready: bool | None, detail: str, view: WatchdogEntry | None) -> tuple[bool | None, str]:
+    """READY as status shows it: its own probe, unless a fresh watchdog report does not call the program
+    ready (loading, stuck, ...): the gateway sends such a program no requests, so it is not ready. Pure."""
+    if ready and view is not None and view.phase in NOT_SERVING_PHASES:
+        return False, f"{detail}, but the watchdog says {view.phase}"
+    return ready, detail
+
+
 def _row(info: ProcessInfo, spec: ProgramSpec | None, result: ProbeResult | None, spawns: dict[str, int] | None,
          view: WatchdogEntry | None) -> ProgramStatus:
     running = info.state == ProcessState.RUNNING
@@ -205,6 +236,7 @@ def _row(info: ProcessInfo, spec: ProgramSpec | None, result: ProbeResult | None
         ready, detail = True, "no probe"
     else:
         ready, detail = None, ""
+    ready, detail = agreed_readiness(ready, detail, view)
     restarts = None if spawns is None else max(0, spawns.get(info.name, 0) - 1)
     return ProgramStatus(name=info.name, state=info.state.name, pid=info.pid or None, uptime_s=info.uptime_s,
                          ready=ready, ready_detail=detail, restarts=restarts,

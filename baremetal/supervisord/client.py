@@ -183,6 +183,10 @@ class SupervisorClient:
             if fault.code != FAULT_NOT_RUNNING:
                 raise
 
+    def signal(self, name: str, signal_name: str) -> None:
+        """Send a signal ("HUP", "USR1", ...) to the program's process (not its group)."""
+        self._call("signalProcess", f"{name}:{name}", signal_name, program=name)
+
     def tail(self, name: str, length: int = 4096, stderr: bool = False) -> str:
         """The last `length` bytes of a program's log. Read from the file supervisord writes (its XML-RPC
         answer breaks on the control characters that Ray and vLLM log); through XML-RPC when the file is

@@ -12,6 +12,14 @@ from baremetal.watchdog.events import EventLog
 from baremetal.watchdog.loop import WatchdogLoop
 
 
+def announce_settings(stack: Any, specs: list) -> None:
+    """Say what settings this watchdog runs with (baremetal.stack.settings), when supervisord runs it."""
+    from baremetal.stack.settings import digest_of, publish, supervised_as, watchdog_settings
+
+    if supervised_as("watchdog"):
+        publish(stack, "watchdog", digest_of(watchdog_settings(stack, specs)))
+
+
 def serve(stack: Any) -> None:
     """Run the watchdog of `stack` until SIGTERM or SIGINT: what `baremetal watchdog` does (main thread)."""
     import signal
@@ -39,7 +47,9 @@ def serve(stack: Any) -> None:
 
         cluster = ClusterWatch(stack)
         remote = RemoteWatch(stack, http, config.probe_timeout_s, config.unhealthy_after)
-    watchdog = WatchdogLoop(config, program_specs(stack), lambda: SupervisorClient(stack.socket_path, timeout_s=10.0),
+    specs = program_specs(stack)
+    announce_settings(stack, specs)
+    watchdog = WatchdogLoop(config, specs, lambda: SupervisorClient(stack.socket_path, timeout_s=10.0),
                         http, monitor, EventLog(events_path(stack.root)), stack.watchdog_state_path,
                         api_key=keys[0] if keys else None, cluster=cluster, remote=remote, stack=stack)
     metrics = MetricsServer(config.metrics_host, config.metrics_port, watchdog.metrics_page)

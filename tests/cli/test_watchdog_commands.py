@@ -44,6 +44,10 @@ def test_events_shows_the_newest_first_filtered_and_as_json(write_stack):
     root = load_stack(stack_file).root
     empty = run("events", "-c", str(stack_file))
     assert empty.exit_code == 0 and "No watchdog events yet" in empty.output
+    empty_json = run("events", "--json", "-c", str(stack_file))
+    assert empty_json.exit_code == 0 and empty_json.stdout == ""          # JSON lines: none
+    notice = json.loads(empty_json.stderr)
+    assert notice["events"] == 0 and notice["path"] == str(events_path(root)) and "No watchdog events" in notice["message"]
     log = EventLog(events_path(root))
     for number in range(5):
         log.write(Event(1_800_000_000.0 + number, "ready", f"ready after {number}s", "web"))

@@ -178,3 +178,22 @@ def test_gpu_processes_are_owned_by_the_program_whose_tree_holds_them():
         for process in psutil.Process(server.pid).children(recursive=True) + [psutil.Process(server.pid)]:
             process.kill()
         server.wait()
+
+
+@pytest.mark.parametrize("phase, ready", [("ready", True), ("loading", False), ("stuck", False),
+                                          ("restarting", False), ("stopped", True)])
+def test_ready_only_when_the_watchdog_agrees(phase, ready):
+    from baremetal.stack.status import agreed_readiness
+
+    view = WatchdogEntry(phase, phase == "ready", "loading for 4s" if phase == "loading" else "", 0, None)
+    assert agreed_readiness(True, "/health 200", view)[0] is ready
+    assert agreed_readiness(True, "/health 200", None) == (True, "/health 200")     # no fresh report
+    assert agreed_readiness(False, "503", view) == (False, "503")
+
+
+def test_a_program_with_older_settings_is_not_good_and_says_what_to_do():
+    status = StackStatus("llm", 9, [_row("api", settings="older"), _row("watchdog", settings="current")])
+    text = format_table(status)
+    assert not status.healthy and "1/2 program(s) running and ready" in text
+    assert "api: runs with older settings than the stack file" in text and "`baremetal up` applies them" in text
+    assert to_json(status)["programs"][0]["settings"] == "older"
