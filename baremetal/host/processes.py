@@ -130,6 +130,70 @@ class TreeWatcher:
         return TreeReading(cpu_s=used_s, elapsed_s=elapsed_s, stopped=tuple(stopped), pids=self.last_pids)
 
 
+def in_session(session_id: int) -> list[psutil.Process]:
+    """Every live process (but this one) of session `session_id` (one pass over /proc, ~20 ms)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and os.getsid(process.pid) == session_id \
+                    and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def unit_cgroup(cgroup_text: str, unit_prefix: str = "baremetal-") -> tuple[str, str] | None:
+    """(hierarchy, path) of the systemd service cgroup named in a /proc/PID/cgroup text when the service is
+    one of ours (`baremetal-*.service`), else None. hierarchy is "unified" (cgroup v2) or "systemd" (the v1
+    name=systemd tree). Pure."""
+    for line in cgroup_text.splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        leaf = path.rstrip("/").rsplit("/", 1)[-1]
+        if leaf.startswith(unit_prefix) and leaf.endswith(".service"):
+            if number == "0" and controllers == "":
+                return "unified", path
+            if controllers == "name=systemd":
+                return "systemd", path
+    return None
+
+
+def cgroup_members(pid: int, cgroup_root: str = "/sys/fs/cgroup") -> list[psutil.Process]:
+    """The processes in the systemd unit cgroup of `pid` (with its sub-cgroups), when `pid` runs in a
+    baremetal unit; [] otherwise. Where systemd runs the stack, nothing the stack starts leaves it."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            found = unit_cgroup(handle.read())
+    except OSError:
+        return []
+    if found is None:
+        return []
+    hierarchy, path = found
+    candidates = [f"{cgroup_root}/unified", cgroup_root] if hierarchy == "unified" else [f"{cgroup_root}/systemd"]
+    pids: set[int] = set()
+    for base in candidates:
+        top = base + path
+        if not os.path.isfile(f"{top}/cgroup.procs"):
+            continue
+        for folder, _dirs, files in os.walk(top):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"{folder}/cgroup.procs", encoding="utf-8") as handle:
+                        pids |= {int(line) for line in handle if line.strip()}
+        break
+    pids.discard(os.getpid())
+    return by_pid(sorted(pids))
+
+
+def not_mine(found: list[psutil.Process]) -> list[psutil.Process]:
+    """`found` without this process and its ancestors (never end the command that is ending the stack)."""
+    mine = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        mine |= {parent.pid for parent in psutil.Process().parents()}
+    return [process for process in found if process.pid not in mine]
+
+
 def by_pid(pids: list[int]) -> list[psutil.Process]:
     """Process objects for the pids still alive."""
     found = []

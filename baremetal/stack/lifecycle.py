@@ -157,7 +157,8 @@ def wait_ready(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec],
 def shutdown(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec], say: Say) -> None:
     """Stop every program and supervisord itself, then make sure no process of the stack is left."""
     state = daemon.check(stack, client)
-    children = processes.descendants(state.pid) if state.pid else []
+    running = state.state in (daemon.DaemonState.RUNNING, daemon.DaemonState.UNRESPONSIVE)
+    children = daemon.stack_processes(stack, state.pid, alive=running)   # adopted orphans, session, cgroup
     if state.state == daemon.DaemonState.RUNNING:
         try:
             client.shutdown()
@@ -178,7 +179,7 @@ def shutdown(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec], s
             processes.signal_pid(state.pid, signal.SIGKILL)
             processes.wait_pid_gone(state.pid, 5.0)
     leftovers = {process.pid: process for process in processes.still_alive(children)}
-    leftovers.update({process.pid: process for process in daemon.stack_processes(stack.socket_path)})
+    leftovers.update({process.pid: process for process in daemon.stack_processes(stack, state.pid)})
     if leftovers:
         ended = processes.terminate(list(leftovers.values()))
         say(f"ended {len(ended)} process(es) that outlived their program: {', '.join(ended)}")

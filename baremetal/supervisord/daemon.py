@@ -23,6 +23,7 @@ import psutil
 from baremetal.config.model import Stack
 from baremetal.errors import SupervisorError
 from baremetal.host import processes
+from baremetal.supervisord import leftovers
 from baremetal.supervisord.client import SupervisorClient
 
 START_TIMEOUT_S = 20.0
@@ -87,44 +88,52 @@ def check(stack: Stack, client: SupervisorClient) -> DaemonCheck:
     return DaemonCheck(DaemonState.NOT_RUNNING, None)
 
 
-def stack_processes(socket_path: Path) -> list[psutil.Process]:
-    """Every live process that some supervisord of this stack started, with its descendants that kept the
-    environment (~20 ms: for up/down, not for status)."""
-    return processes.with_environment("SUPERVISOR_SERVER_URL", f"unix://{socket_path}")
+def stack_processes(stack: Stack, supervisord_pid: int | None = None, alive: bool = False) -> list[psutil.Process]:
+    """Every live process of this stack but supervisord (~20 ms: for up/down, not for status): see
+    supervisord.leftovers for how they are found."""
+    return leftovers.members(stack.socket_path, stack.run_dir, supervisord_pid, alive)
 
 
 def clean_stale(stack: Stack, say: Callable[[str], None]) -> None:
     """After a supervisord died without cleaning up: end its orphaned programs (they would hold ports and
-    GPU memory), then remove its socket and pidfile."""
-    orphans = stack_processes(stack.socket_path)
+    GPU memory), then remove its socket, pidfile and process record."""
+    orphans = stack_processes(stack, read_pid(stack.pidfile))
     if orphans:
         ended = processes.terminate(orphans)
         say(f"stopped {len(ended)} orphaned program process(es) left by the dead supervisord: {', '.join(ended)}")
-    for path in (stack.socket_path, stack.pidfile):
+    for path in (stack.socket_path, stack.pidfile, leftovers.record_path(stack.run_dir)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
-def start(stack: Stack, client: SupervisorClient, timeout_s: float = START_TIMEOUT_S) -> int:
-    """Start supervisord on the stack's config and wait until it answers; returns its pid."""
+def supervisord_argv(conf: Path, python: str = sys.executable) -> list[str]:
+    """supervisord in the foreground, as a child subreaper with umask 027 (launchers/subreaper.py): how
+    `up` starts it and how the systemd unit runs it."""
     # -X utf8: the files are UTF-8 (syntax.py proves them so), whatever the locale of whoever runs `up`.
-    argv = [sys.executable, "-X", "utf8", "-m", "supervisor.supervisord", "-c", str(stack.supervisord_conf)]
-    try:
-        # supervisord forks and the parent exits; the daemon closes stdout/stderr, so this returns at once.
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise SupervisorError(f"supervisord did not start within {timeout_s:.0f}s; "
-                              f"see {stack.logs_dir / 'supervisord.log'}") from None
+    return [python, "-m", "baremetal.launchers.subreaper", "--umask", "027", "--",
+            python, "-X", "utf8", "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
+
+
+def start(stack: Stack, client: SupervisorClient, timeout_s: float = START_TIMEOUT_S) -> int:
+    """Start supervisord on the stack's config, in a session of its own, and wait until it answers;
+    returns its pid. What it says on stderr before it answers (a bad config) ends up in the error."""
+    output = stack.run_dir / "supervisord.out"
+    with open(output, "wb") as stderr:
+        process = subprocess.Popen(supervisord_argv(stack.supervisord_conf), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if client.is_running():
             return client.pid()
-        if result.returncode != 0:
+        if process.poll() is not None:
             break
         time.sleep(0.05)
-    output = (result.stderr + result.stdout).strip() or "(no output)"
+    else:
+        raise SupervisorError(f"supervisord did not start within {timeout_s:.0f}s; "
+                              f"see {stack.logs_dir / 'supervisord.log'}")
+    text = output.read_text(encoding="utf-8", errors="replace").strip() or "(no output)"
     raise SupervisorError(f"could not start supervisord with {stack.supervisord_conf} "
-                          f"(exit status {result.returncode}): {output[-1500:]}")
+                          f"(exit status {process.returncode}): {text[-1500:]}")
 
 
 @contextlib.contextmanager

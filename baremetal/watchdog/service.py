@@ -12,12 +12,21 @@ from baremetal.watchdog.events import EventLog
 from baremetal.watchdog.loop import WatchdogLoop
 
 
-def announce_settings(stack: Any, specs: list) -> None:
-    """Say what settings this watchdog runs with (baremetal.stack.settings), when supervisord runs it."""
-    from baremetal.stack.settings import digest_of, publish, supervised_as, watchdog_settings
+def announce_settings(stack: Any, specs: list) -> Any:
+    """When supervisord runs it: say what settings this watchdog runs with (baremetal.stack.settings), and
+    start keeping the record of supervisord's processes for `down` (supervisord.leftovers; supervisord is
+    this process's parent). Returns the record's thread, or None."""
+    import os
 
-    if supervised_as("watchdog"):
-        publish(stack, "watchdog", digest_of(watchdog_settings(stack, specs)))
+    from baremetal.stack.settings import digest_of, publish, supervised_as, watchdog_settings
+    from baremetal.supervisord.leftovers import RecordKeeper, record_path
+
+    if not supervised_as("watchdog"):
+        return None
+    publish(stack, "watchdog", digest_of(watchdog_settings(stack, specs)))
+    keeper = RecordKeeper(record_path(stack.run_dir), os.getppid())
+    keeper.start()
+    return keeper
 
 
 def serve(stack: Any) -> None:
@@ -48,7 +57,7 @@ def serve(stack: Any) -> None:
         cluster = ClusterWatch(stack)
         remote = RemoteWatch(stack, http, config.probe_timeout_s, config.unhealthy_after)
     specs = program_specs(stack)
-    announce_settings(stack, specs)
+    keeper = announce_settings(stack, specs)
     watchdog = WatchdogLoop(config, specs, lambda: SupervisorClient(stack.socket_path, timeout_s=10.0),
                         http, monitor, EventLog(events_path(stack.root)), stack.watchdog_state_path,
                         api_key=keys[0] if keys else None, cluster=cluster, remote=remote, stack=stack)
@@ -61,5 +70,7 @@ def serve(stack: Any) -> None:
     finally:
         metrics.stop()
         monitor.close()
+        if keeper is not None:
+            keeper.stop()
         if remote is not None:
             remote.close()
