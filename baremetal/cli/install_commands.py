@@ -103,10 +103,17 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
     if dry_run:
         _print_plan(plans)
         if with_systemd:
+            from baremetal.host.accounts import Account, lookup
+            from baremetal.install.stack_user import existing_groups, useradd_argv
             from baremetal.plan.pipeline import program_specs
 
             folder = _unit_folder(user_unit, unit_dir)
-            text = _unit_text(stack, program_specs(stack), user_unit)
+            name = stack.stack.user
+            account = lookup(name) if name else None
+            if name and account is None:
+                click.echo(f"then: create the stack's user: {shlex.join(useradd_argv(name, stack, existing_groups(('video', 'render'))))}")
+                account = Account(name, -1, -1, name, frozenset(), "")
+            text = _unit_text(stack, program_specs(stack), user_unit, account, host.nvidia_gpu)
             click.echo(f"then: render the program files, and write {folder / _unit_name(stack)}:\n{text}")
         return
     runner = SubprocessRunner()
@@ -125,7 +132,7 @@ def install(dry_run: bool, only: tuple[str, ...], rebuild: bool, with_systemd: b
     click.echo(f"Program files: {len(changed)} changed in {generated.target}" if changed
                else f"Program files: unchanged in {generated.target}")
     if with_systemd:
-        _install_systemd(stack, generated.specs, user_unit, unit_dir)
+        _install_systemd(stack, generated.specs, user_unit, unit_dir, host.nvidia_gpu)
 
 
 def _unit_name(stack) -> str:
@@ -134,21 +141,33 @@ def _unit_name(stack) -> str:
     return unit_name(stack)
 
 
-def _unit_text(stack, specs, user: bool) -> str:
+def _unit_text(stack, specs, user: bool, account, nvidia: bool) -> str:
+    import shutil
+
     from baremetal.install import systemd
 
     options = systemd.UnitOptions(user=user, persistenced=systemd.unit_present("nvidia-persistenced.service"),
-                                  env_file=systemd.key_env_file(stack, user))
+                                  env_file=systemd.key_env_file(stack, user), account=account, nvidia=nvidia,
+                                  nvidia_modprobe=shutil.which("nvidia-modprobe") if nvidia else None)
     return systemd.render_unit(stack, specs, options)
 
 
-def _install_systemd(stack, specs, user: bool, unit_dir: str | None) -> None:
+def _install_systemd(stack, specs, user: bool, unit_dir: str | None, nvidia: bool) -> None:
     from baremetal.install import systemd
     from baremetal.install.runner import SubprocessRunner
+    from baremetal.install.stack_user import ensure_user
+    from baremetal.stack.ownership import prepare
 
     folder = _unit_folder(user, unit_dir)
     env_file = systemd.key_env_file(stack, user)
-    change = systemd.install_unit(stack, _unit_text(stack, specs, user), folder, user,
+    account = None
+    if not user:
+        stack_user = ensure_user(stack, SubprocessRunner())
+        account = stack_user.account
+        if stack_user.created:
+            click.echo(f"Created the stack's user: {shlex.join(stack_user.created)}")
+        prepare(stack, click.echo, account=account)
+    change = systemd.install_unit(stack, _unit_text(stack, specs, user, account, nvidia), folder, user,
                                   SubprocessRunner(), _systemctl_usable(folder, user))
     click.echo(f"Wrote {change.path}")
     for command in change.ran:

@@ -36,6 +36,11 @@ def resolve_keys(specs: tuple[str, ...] | list[str]) -> list[str]:
     return [key for spec in specs for key in resolve_key_spec(spec)]
 
 
+def key_file_paths(specs: tuple[str, ...] | list[str]) -> list[Path]:
+    """The files that `file:PATH` specs name (what the gateway must be able to read)."""
+    return [Path(spec[5:]).expanduser() for spec in specs if spec.startswith("file:")]
+
+
 def key_matches(offered: str, keys: list[str]) -> bool:
     """Constant-time comparison against every key (no early exit that would leak which one is close)."""
     matched = False

@@ -89,7 +89,7 @@ def render(stack: Stack, specs: list[ProgramSpec], facts: HostFacts) -> list[Ren
     common = dict(stack=stack, header=header(stack), logs_dir=stack.logs_dir)
     main = _file(stack, "supervisord.conf", MAIN_SECTIONS, lambda: env.get_template("supervisord.conf.j2").render(
         conf_path=stack.supervisord_conf, socket_path=stack.socket_path, pidfile=stack.pidfile,
-        minfds=facts.minfds, **common))
+        minfds=facts.minfds, home_dir=str(stack.root / "home"), **common))
     program = env.get_template("program.conf.j2")
     return [main] + [_file(stack, f"conf.d/{spec.name}.conf", [f"program:{spec.name}"],
                            lambda spec=spec: program.render(spec=spec, **common)) for spec in specs]

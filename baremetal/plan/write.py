@@ -50,7 +50,7 @@ def write_rendered(files: list[RenderedFile], target: Path) -> Changes:
         if old == rendered.content:
             changes.unchanged.append(rendered.path)
             continue
-        atomic_write(path, rendered.content)
+        atomic_write(path, rendered.content, mode=0o640)     # what a stack runs is not every local user's business
         (changes.created if old is None else changes.updated).append(rendered.path)
     confd = target / "conf.d"
     for stale in sorted(confd.glob("*.conf")) if confd.is_dir() else []:

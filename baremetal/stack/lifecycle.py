@@ -18,6 +18,7 @@ from baremetal.errors import BaremetalError, NotRunningError, SupervisorError, U
 from baremetal.host import processes
 from baremetal.host.ports import port_holder, port_in_use
 from baremetal.plan.spec import ProgramSpec
+from baremetal.stack import ownership
 from baremetal.stack.readiness import ProgressLines, Waiter, WaitResult, watchdog_doubts
 from baremetal.supervisord import daemon
 from baremetal.supervisord.client import SupervisorClient
@@ -196,6 +197,7 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
     api_key = probe_key(stack.api) if wait else None
     with daemon.stack_lock(stack, say):
         generated = generate(stack)
+        ownership.prepare(stack, say)        # [stack] user: the folders it writes are its own
         if "supervisord.conf" in generated.changes.updated:
             say("note: supervisord.conf changed; supervisord's own settings apply after "
                 "`baremetal down` and `baremetal up` (program changes apply now)")

