@@ -3,6 +3,7 @@
 
     python3 scripts/gpu_node_check.py --root /tmp/bmg [--out DIR] [--python python3]
                                       [--tp 2 [--backend mp|ray]]   (several GPUs: tensor parallel chat)
+                                      [--user NAME]   (the stack runs as a user of its own; needs root)
 
 Run by scripts/gpu_check.sh on a GPU host once vLLM and baremetal are installed in the
 interpreter `--python` (an env of kind "system"). What it does, in order, each step timed:
@@ -20,6 +21,10 @@ interpreter `--python` (an env of kind "system"). What it does, in order, each s
    folder (copied to DIR/evidence/): the frozen process's py-spy stack, the hang kind (from its state,
    and from NVML's readings alone), the seconds the evidence added before the stop, NCCL dumps (--tp);
 6. `baremetal down`, then NVML: no process and no memory of ours left on the GPU.
+
+With --user NAME the stack has `[stack] user = NAME`: `baremetal install --systemd --unit-dir DIR/unit`
+creates the user and writes the sandboxed unit (scored by `systemd-analyze security --offline=yes` where
+the host has it), and every program, the engines on the GPU included, runs as that user.
 
 Everything goes to DIR/gpu_check.json; the table to stdout. A failing step is recorded and the run goes
 on to `down`, so the GPU is always left clean.
@@ -93,9 +98,10 @@ CPU = 'gpus = []\ndtype = "float32"\nenvironment = { VLLM_CPU_KVCACHE_SPACE = "1
 class Check:
     """Runs the steps, keeps what each found."""
 
-    def __init__(self, root: Path, out: Path, python: str, cpu: bool, tp: int = 1, backend: str | None = None):
+    def __init__(self, root: Path, out: Path, python: str, cpu: bool, tp: int = 1, backend: str | None = None,
+                 user: str | None = None):
         self.root, self.out, self.python, self.cpu = root, out, python, cpu
-        self.tp, self.backend = tp, backend
+        self.tp, self.backend, self.user = tp, backend, user
         self.results: dict = {"steps": {}}
         self.stack_file = root / "gpu.toml"
         self.monitor = GpuMonitor()
@@ -161,12 +167,27 @@ class Check:
         backend = f'distributed_backend = "{self.backend}"\n' if self.backend else ""
         chat, embed = (CPU, CPU) if self.cpu else (
             GPU.format(gpus=list(range(self.tp)), share=0.30, backend=backend), GPU.format(gpus=[0], share=0.15, backend=""))
-        self.stack_file.write_text(STACK.format(root=self.root, python=self.python, api_port=self.api_port,
-                                                key=KEY, metrics_port=free_port(), placement_chat=chat,
-                                                placement_embed=embed))
+        text = STACK.format(root=self.root, python=self.python, api_port=self.api_port, key=KEY,
+                            metrics_port=free_port(), placement_chat=chat, placement_embed=embed)
+        if self.user:
+            text = text.replace('name = "gpucheck"\n', f'name = "gpucheck"\nuser = "{self.user}"\n')
+        self.stack_file.write_text(text)
         result = self.baremetal("validate")
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout.strip()
+
+    def stack_user(self) -> dict:
+        """--user: the user created and the unit written by `install --systemd`, and systemd's score of it."""
+        units = self.out / "unit"
+        result = self.baremetal("install", "--systemd", "--unit-dir", str(units), timeout_s=300)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        unit = next(units.glob("*.service"))
+        found = {"install": [line for line in result.stdout.splitlines() if "user" in line.lower()][-3:]}
+        if shutil.which("systemd-analyze"):
+            score = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
+                                   capture_output=True, text=True, timeout=60)
+            found["exposure"] = next((line for line in score.stdout.splitlines() if "Overall" in line), score.stderr[-300:])
+        return found
 
     def doctor(self) -> str:
         result = self.baremetal("doctor", timeout_s=180)
@@ -186,7 +207,19 @@ class Check:
         (self.out / "status.txt").write_text(text.stdout + "\n\n" + json.dumps(gpus, indent=1))
         print(text.stdout, flush=True)
         programs = {p["name"]: (p["state"], p["ready"]) for p in data["programs"]}
-        found = {"status_exit": text.returncode, "programs": programs, "gpus_from": data.get("gpus_from")}
+        if self.user:
+            import psutil
+            import pwd
+
+            running = {p["name"]: p["pid"] for p in data["programs"] if p["pid"]}
+            users = {}
+            for name, pid in running.items():
+                tree = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+                users[name] = sorted({pwd.getpwuid(member.uids().real).pw_name for member in tree})
+            data_users = {"program_users": users}
+        else:
+            data_users = {}
+        found = {"status_exit": text.returncode, "programs": programs, "gpus_from": data.get("gpus_from")} | data_users
         if gpus["gpus"]:
             gpu = gpus["gpus"][0]
             found |= {"gpu0_used_mib": gpu["memory_used_bytes"] >> 20, "gpu0_processes": gpu["programs"]}
@@ -384,13 +417,16 @@ def main() -> int:
     parser.add_argument("--cpu", action="store_true", help="vLLM-CPU instead of GPU 0 (to try the script)")
     parser.add_argument("--tp", type=int, default=1, help="tensor_parallel of the chat model, on GPUs 0..N-1")
     parser.add_argument("--backend", choices=("mp", "ray"), default=None, help="distributed_backend (with --tp)")
+    parser.add_argument("--user", default=None, help="run the stack as this user of its own (created; needs root)")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    check = Check(args.root, args.out, args.python, args.cpu, args.tp, args.backend)
+    check = Check(args.root, args.out, args.python, args.cpu, args.tp, args.backend, args.user)
     check.step("versions", check.versions)
     check.step("demo-models", check.models)
     if check.step("validate", check.write_stack) is not None:
+        if args.user:
+            check.step("stack-user", check.stack_user)
         check.step("doctor", check.doctor)
         if check.step("up", check.up) is not None:
             check.step("status", check.status)

@@ -65,6 +65,9 @@ def format_table(status: StackStatus) -> str:
             cells.append(row.watchdog.phase if row.watchdog else "-")
         rows.append(cells)
     notes = [f"{row.name}: {_why(row)}" for row in status.programs if not row.good]
+    if status.stack_changed:
+        notes.insert(0, "the stack file changed since `baremetal up` last applied it: run `baremetal up` "
+                        "(what runs is still the old file's)")
     gpus = [] if not status.gpus else ["", table([gpu_row(gpu, status.gpu_owners, status.cordoned)
                                                   for gpu in status.gpus], GPU_HEADERS)]
     cordons = cordon_lines(status.cordoned)
@@ -135,7 +138,7 @@ def to_json(status: StackStatus) -> dict[str, Any]:
     return {
         "stack": status.stack,
         "supervisord": {"running": True, "pid": status.supervisord_pid},
-        "healthy": status.healthy,
+        "healthy": status.healthy, "stack_file_changed": status.stack_changed,
         "watchdog": {"age_s": status.watchdog_age_s, "fresh": status.watchdog_fresh},
         "programs": [{
             "name": row.name, "state": row.state, "pid": row.pid, "uptime_s": row.uptime_s,

@@ -19,6 +19,7 @@ from baremetal.host import processes
 from baremetal.host.ports import port_holder, port_in_use
 from baremetal.plan.spec import ProgramSpec
 from baremetal.stack import ownership
+from baremetal.stack.settings import record_applied
 from baremetal.stack.readiness import ProgressLines, Waiter, WaitResult, watchdog_doubts
 from baremetal.supervisord import daemon
 from baremetal.supervisord.client import SupervisorClient
@@ -207,6 +208,7 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
         else:
             applied = apply(client, generated.specs)
             applied = _refresh(stack, client, generated.specs, applied, say)
+        record_applied(stack)
         say(applied.summary())
     blocked = [spec for spec in generated.specs if spec.blocked]
     for spec in blocked:

@@ -108,3 +108,24 @@ def read_published(stack: Stack, program: str) -> Published | None:
 def supervised_as(program: str) -> bool:
     """True when this process is supervisord's program `program` (not a copy run by hand to try a stack)."""
     return os.environ.get("SUPERVISOR_PROCESS_NAME") == program
+
+
+def stack_digest(stack: Stack) -> str:
+    """What the stack file says, as a digest (its layout and comments do not count)."""
+    return digest_of({name: value for name, value in plain(stack).items() if name != "warnings"})
+
+
+def record_applied(stack: Stack) -> None:
+    """`up` applied the stack file as it is now: <root>/run/applied.json."""
+    atomic_write(stack.run_dir / "applied.json", json.dumps({"digest": stack_digest(stack),
+                                                             "applied_s": round(time.time(), 3)}),
+                 mode=0o600, durable=False)
+
+
+def changed_since_applied(stack: Stack) -> bool:
+    """True when the stack file says something else than when `up` last applied it (False without a record)."""
+    try:
+        recorded = json.loads((stack.run_dir / "applied.json").read_text(encoding="utf-8"))["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded != stack_digest(stack)

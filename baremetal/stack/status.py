@@ -76,11 +76,12 @@ class StackStatus:
     gpus_from: str | None = None                        # "watchdog" (its last tick) or "nvml" (read now)
     gpu_owners: dict[int, str] = field(default_factory=dict)   # pid on a GPU -> the program it belongs to
     cordoned: dict[int, dict] = field(default_factory=dict)    # cordoned GPU -> its cordon.json entry
+    stack_changed: bool = False       # the stack file says something else than when `up` last applied it
 
     @property
     def healthy(self) -> bool:
-        """Every program running and ready."""
-        return all(program.good for program in self.programs)
+        """Every program running and ready, as the stack file says."""
+        return all(program.good for program in self.programs) and not self.stack_changed
 
 
 def count_spawns(log: Path, supervisord_pid: int | None) -> dict[str, int] | None:
@@ -177,10 +178,11 @@ def collect(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, ht
             gpus = sample_gpus()
             gpus_from = "nvml" if gpus else None
     from baremetal.host.cordon import cordon_path, read_cordons
+    from baremetal.stack.settings import changed_since_applied
 
     cordoned = {gpu: entry.to_json() for gpu, entry in read_cordons(cordon_path(stack.run_dir)).items()}
     return StackStatus(stack.stack.name, supervisord_pid, rows, age_s, fresh, gpus, gpus_from if gpus else None,
-                       gpu_owners(gpus, rows), cordoned)
+                       gpu_owners(gpus, rows), cordoned, changed_since_applied(stack))
 
 
 def gpu_owners(gpus: list[dict], rows: list[ProgramStatus]) -> dict[int, str]:

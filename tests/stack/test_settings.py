@@ -59,3 +59,16 @@ def test_settings_state():
     assert settings_state("abc", record, 11) == "unknown"          # another process wrote it
     assert settings_state("abc", None, 10) == "unknown"
     assert settings_state("abc", record, None) == ""
+
+
+def test_status_knows_when_the_stack_file_changed_since_up(write_stack):
+    from baremetal.stack.settings import changed_since_applied, record_applied
+
+    path = write_stack(BASE.format(port=8000, api="", interval="1s", web=8100))
+    stack = load_stack(path)
+    assert not changed_since_applied(stack)                            # never applied: nothing to compare
+    record_applied(stack)
+    path.write_text("# a comment changes nothing\n" + path.read_text())
+    assert not changed_since_applied(load_stack(path))
+    path.write_text(path.read_text().replace('interval = "1s"', 'interval = "2s"'))
+    assert changed_since_applied(load_stack(path))

@@ -197,3 +197,10 @@ def test_a_program_with_older_settings_is_not_good_and_says_what_to_do():
     assert not status.healthy and "1/2 program(s) running and ready" in text
     assert "api: runs with older settings than the stack file" in text and "`baremetal up` applies them" in text
     assert to_json(status)["programs"][0]["settings"] == "older"
+
+
+def test_a_stack_file_not_applied_yet_is_said_first():
+    status = StackStatus("llm", 9, [_row("web")], stack_changed=True)
+    text = format_table(status)
+    assert not status.healthy and to_json(status)["stack_file_changed"] is True
+    assert text.splitlines()[-1].startswith("the stack file changed since `baremetal up` last applied it")
