@@ -60,7 +60,7 @@ def test_unit_runs_this_stacks_supervisord_and_stops_cleanly(write_stack):
     text = render_unit(stack, specs, UnitOptions(python="/opt/bm/bin/python", persistenced=True,
                                                  env_file=key_env_file(stack, user=False)))
     lines = text.splitlines()
-    assert ("ExecStart=/opt/bm/bin/python -m baremetal.launchers.subreaper --umask 027 -- /opt/bm/bin/python -m "
+    assert ("ExecStart=/opt/bm/bin/python -m baremetal.launchers.subreaper --umask 027 -- /opt/bm/bin/python -X utf8 -m "
             f"supervisor.supervisord -n -c {stack.supervisord_conf}") in lines
     assert "Restart=on-failure" in lines and "KillMode=mixed" in lines
     assert "After=network-online.target nvidia-persistenced.service" in lines
