@@ -52,7 +52,9 @@ def prepare(stack: Stack, say: Say, account: Account | None = None, euid: int | 
             raise UsageError(f"[stack] user = {account.name!r}: this stack runs as {account.name}; run this as "
                              f"root (supervisord then runs as {account.name}) or as {account.name} itself")
         return
-    changed = [name for name in WRITABLE if _hand_over(stack.root / name, account)]
+    # run/ is small and root's `up` writes into it (FastChat's key file): looked through every time;
+    # the others (caches of gigabytes) only when they were someone else's.
+    changed = [name for name in WRITABLE if _hand_over(stack.root / name, account, every_time=name == "run")]
     if changed:
         say(f"handed {', '.join(changed)} under {stack.root} to user {account.name}")
     _share_read_only(stack.supervisor_dir, account)
@@ -77,17 +79,21 @@ def reach_problems(stack: Stack, account: Account) -> list[str]:
             for path, want, what in wanted if not can_reach(path, account, want)]
 
 
-def _hand_over(top: Path, account: Account) -> bool:
-    """chown `top` (and, when `top` was someone else's, everything under it) to the user; True if it changed."""
+def _hand_over(top: Path, account: Account, every_time: bool = False) -> bool:
+    """chown `top` (and, when `top` was someone else's or `every_time`, what under it is not the user's yet)
+    to the user; True if `top` itself changed hands."""
     top.mkdir(parents=True, exist_ok=True)
     info = top.lstat()
-    if (info.st_uid, info.st_gid) == (account.uid, account.gid):
+    mine = (info.st_uid, info.st_gid) == (account.uid, account.gid)
+    if mine and not every_time:
         return False
     for folder, dirs, files in os.walk(top):
         for name in dirs + files:
-            os.lchown(os.path.join(folder, name), account.uid, account.gid)
+            path = os.path.join(folder, name)
+            if os.lstat(path).st_uid != account.uid:
+                os.lchown(path, account.uid, account.gid)
     os.lchown(top, account.uid, account.gid)
-    return True
+    return not mine
 
 
 def _share_read_only(supervisor_dir: Path, account: Account) -> None:
