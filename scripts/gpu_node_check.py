@@ -355,12 +355,13 @@ class Check:
         """The evidence folder of that restart: the frozen process's stack, the hang kind (from the process
         states, and from NVML's readings alone), the time it added before the stop; copied into --out."""
         folder = Path(restart.get("evidence") or "/nonexistent")
-        if not folder.is_dir():
-            return {"evidence": f"no evidence folder ({restart.get('evidence')})"}
+        # A restart without its evidence is a failed check: the folder is what an operator reads after a hang.
+        assert folder.is_dir(), f"no evidence folder ({restart.get('evidence')}): {report.get('message', report)}"
         summary = json.loads((folder / "summary.json").read_text())
         stacks = (folder / "stacks.txt").read_text()
         frozen = stacks.split(f"=== {frozen_pid} (")[1].split("\n=== ")[0] if f"=== {frozen_pid} (" in stacks else ""
         frames = [line.strip() for line in frozen.splitlines() if line.startswith("    ")][:6]
+        assert frames, f"no stack of the frozen process {frozen_pid} in {folder / 'stacks.txt'}"
         shutil.copytree(folder, self.out / "evidence", dirs_exist_ok=True)
         return {"hang_kind": restart.get("hang_kind"), "nvml_alone": summary.get("nvml_alone"),
                 "evidence_s": report.get("evidence_s"), "evidence_timings_s": summary.get("timings_s"),

@@ -2,7 +2,8 @@
 only reads, and whether it can reach what it runs.
 
 Run as root, `up` (and `install --systemd`) hands the folders that supervisord and the programs write
-to the user: logs/, run/, tmp/, cache/ and home/ (the programs' HOME: what they cache in ~ lands there).
+to the user: logs/, run/, evidence/ (0700: what the watchdog keeps of a hang), tmp/, cache/ and home/
+(the programs' HOME: what they cache in ~ lands there).
 supervisor/ stays root's with the user's group (folders 2750, so files rendered later get that group;
 files 0640): supervisord rereads it as the user and cannot change it, so the user cannot make root's
 next `up` run something else. envs/ and the models stay as they are, readable. Run as the user itself,
@@ -20,7 +21,8 @@ from baremetal.config.model import Stack
 from baremetal.errors import UsageError
 from baremetal.host.accounts import EXECUTE, READ, Account, can_reach, lookup
 
-WRITABLE = ("logs", "run", "tmp", "cache", "home")
+WRITABLE = ("logs", "run", "evidence", "tmp", "cache", "home")
+PRIVATE = ("run", "evidence")                   # 0700: keys, stacks and log tails
 Say = Callable[[str], None]
 
 
@@ -55,6 +57,8 @@ def prepare(stack: Stack, say: Say, account: Account | None = None, euid: int | 
     # run/ is small and root's `up` writes into it (FastChat's key file): looked through every time;
     # the others (caches of gigabytes) only when they were someone else's.
     changed = [name for name in WRITABLE if _hand_over(stack.root / name, account, every_time=name == "run")]
+    for name in PRIVATE:
+        os.chmod(stack.root / name, 0o700)
     if changed:
         say(f"handed {', '.join(changed)} under {stack.root} to user {account.name}")
     _share_read_only(stack.supervisor_dir, account)

@@ -51,6 +51,8 @@ def test_up_names_what_the_user_cannot_reach(write_stack, short_tmp):
     with pytest.raises(UsageError, match="cannot reach what the stack needs"):
         prepare(stack, print, account=LLM, euid=0)
     assert (stack.root / "logs").stat().st_uid == 990          # what it writes was handed over first
+    # The watchdog (as the user) writes a hang's evidence there: its own, and only its own.
+    assert (stack.root / "evidence").stat().st_uid == 990 and (stack.root / "evidence").stat().st_mode & 0o777 == 0o700
     assert (stack.root / "supervisor").stat().st_mode & 0o7777 == 0o2750
 
 
