@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 from baremetal.errors import BaremetalError
 
 
-def resolve_key_spec(spec: str) -> list[str]:
-    """The keys one spec stands for; a file holds one key per line (blank lines and # comments skipped)."""
+def resolve_key_spec(spec: str, field: str = "api.api_keys") -> list[str]:
+    """The keys one spec stands for; a file holds one key per line (blank lines and # comments skipped).
+    `field` names the spec's place in the stack file in error messages."""
     if spec.startswith("env:"):
         name = spec[4:]
         value = os.environ.get(name, "")
         if not value:
-            raise BaremetalError(f"api.api_keys: environment variable {name} is unset or empty; export it "
+            raise BaremetalError(f"{field}: environment variable {name} is unset or empty; export it "
                                  "(for supervisord-managed programs, before supervisord starts)")
         return [value]
     if spec.startswith("file:"):
@@ -23,10 +25,10 @@ def resolve_key_spec(spec: str) -> list[str]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as error:
-            raise BaremetalError(f"api.api_keys: cannot read {path}: {error.strerror}") from None
+            raise BaremetalError(f"{field}: cannot read {path}: {error.strerror}") from None
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
-            raise BaremetalError(f"api.api_keys: {path} holds no key")
+            raise BaremetalError(f"{field}: {path} holds no key")
         return keys
     return [spec]
 
@@ -41,17 +43,23 @@ def key_file_paths(specs: tuple[str, ...] | list[str]) -> list[Path]:
     return [Path(spec[5:]).expanduser() for spec in specs if spec.startswith("file:")]
 
 
+def key_digest(key: str) -> bytes:
+    """SHA-256 of a key: keys are compared as digests, which all have one length (a raw compare leaks it)."""
+    return hashlib.sha256(key.encode("utf-8", errors="surrogateescape")).digest()
+
+
 def key_matches(offered: str, keys: list[str]) -> bool:
-    """Constant-time comparison against every key (no early exit that would leak which one is close)."""
+    """Constant-time comparison of digests against every key (no early exit that would leak which one is close)."""
+    digest = key_digest(offered)
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(offered.encode(), key.encode())
+        matched |= hmac.compare_digest(digest, key_digest(key))
     return matched
 
 
 def probe_key(api) -> str | None:
     """A key for baremetal's own probes of the API server (`up`, `status`) when the stack sets keys."""
-    if api.kind == "none" or not api.api_keys:
+    if api.kind == "none" or not api.key_specs:
         return None
-    keys = resolve_keys(api.api_keys)
+    keys = resolve_keys(api.key_specs)
     return keys[0] if keys else None

@@ -7,6 +7,7 @@ import zlib
 from collections import defaultdict
 
 from baremetal.config.fields import Problems
+from baremetal.config.named_keys import check_named_keys
 from baremetal.config.model import FASTCHAT_ENGINES, Api, Controller, Model, Program, Stack, Watchdog
 
 RESERVED_PROGRAMS = ("controller", "api", "watchdog")
@@ -83,7 +84,8 @@ def check_stack(stack: Stack, problems: Problems) -> None:
     if len(socket.encode()) > UNIX_SOCKET_PATH_MAX:
         problems.add("stack.root", f"the supervisord socket {socket} would be {len(socket.encode())} bytes long, "
                      f"over the {UNIX_SOCKET_PATH_MAX}-byte limit of unix sockets; choose a shorter root")
-    if stack.api.kind != "none" and stack.api.host not in ("127.0.0.1", "localhost", "::1") and not stack.api.api_keys:
+    check_named_keys(stack, problems)
+    if stack.api.kind != "none" and stack.api.host not in ("127.0.0.1", "localhost", "::1") and not stack.api.key_specs:
         problems.warn("api.api_keys", f"the API listens on {stack.api.host} with no key: anyone who can reach "
                       "the port can use it; add api_keys = [\"env:BAREMETAL_API_KEY\"]")
 

@@ -14,6 +14,7 @@ from baremetal.config import checks
 from baremetal.config import cluster as clusters
 from baremetal.config import types as t
 from baremetal.config.fields import LineIndex, Problems, Table, control_characters
+from baremetal.config.named_keys import read_named_keys
 from baremetal.config.model import (API_KINDS, DISTRIBUTED_BACKENDS, ENGINES, ENV_EXTRAS, ENV_KINDS, TASKS, Api,
                                     Cluster, Controller, Env, Model, Program, Serves, Stack, StackInfo, Watchdog,
                                     connect_host, frozen_mapping)
@@ -243,12 +244,14 @@ class _Reader:
                       max_connections=table.take("max_connections", t.integer(1, 1_000_000), 4096),
                       backend_connect_timeout_s=table.take("backend_connect_timeout", t.duration_at_least(0.1), 5.0),
                       backend_idle_timeout_s=table.take("backend_idle_timeout", t.duration_at_least(1.0), 600.0))
+        named = read_named_keys(table.take("key", lambda v: v, None), self.problems, checks.key_spec_problem)
+        workers = table.take("workers", t.integer(1, 64), 1)
         table.finish()
         for index, spec in enumerate(keys):
             problem = checks.key_spec_problem(spec)
             if problem:
                 self.problems.add(f"api.api_keys[{index}]", problem)
-        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, **limits)
+        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, named_keys=named, workers=workers, **limits)
 
     def read_watchdog(self) -> Watchdog:
         # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,

@@ -76,6 +76,18 @@ class Controller:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """One [[api.key]]: a key (or a file of keys) with a name, the models it may use, and its limits."""
+
+    name: str                             # shown in metrics and logs; the key itself never is
+    key: str                              # spec as written: literal, env:VAR, file:PATH
+    models: tuple[str, ...] | None = None   # None: every model of the node
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None    # prompt + completion, as the engine reports them
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
 class Api:
     kind: ApiKind
     host: str
@@ -89,6 +101,13 @@ class Api:
     max_connections: int = 4096
     backend_connect_timeout_s: float = 5.0
     backend_idle_timeout_s: float = 600.0
+    named_keys: tuple[ApiKey, ...] = ()   # [[api.key]] tables, next to the unnamed api_keys
+    workers: int = 1            # gateway processes sharing the port (SO_REUSEPORT)
+
+    @property
+    def key_specs(self) -> tuple[str, ...]:
+        """Every key spec of the endpoint: api_keys, then each [[api.key]]'s."""
+        return self.api_keys + tuple(entry.key for entry in self.named_keys)
 
 
 @dataclass(frozen=True)

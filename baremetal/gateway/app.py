@@ -1,6 +1,7 @@
-"""The gateway's state (routes, balancer, watchdog view, metrics, clients) and its Starlette app.
+"""The gateway's state (routes, keys, limits, balancer, watchdog view, metrics, clients) and its Starlette app.
 
-POST endpoints are Exchange apps (baremetal.gateway.exchange); GET endpoints are small functions here.
+POST endpoints are Exchange apps (baremetal.gateway.exchange), one per path of
+baremetal.gateway.endpoints; GET endpoints are small functions here.
 """
 
 from __future__ import annotations
@@ -11,48 +12,68 @@ import time
 from pathlib import Path
 from typing import Any
 
+from baremetal import __version__
 from baremetal.config.model import Stack
-from baremetal.gateway import fastchat, passthrough
-from baremetal.gateway.auth import authorized
+from baremetal.gateway import fastchat, intake, passthrough, responses_stream
 from baremetal.gateway.chat_template import TemplateRenderer, load_model_template
 from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
-from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
+from baremetal.gateway.endpoints import BY_PATH
+from baremetal.gateway.errors import GatewayError, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
 from baremetal.gateway.health import VerdictReader
+from baremetal.gateway.keys import OPEN, KeyIdentity, KeyTable
+from baremetal.gateway.limits import Limiter
 from baremetal.gateway.metrics import Metrics
+from baremetal.gateway.models import ModelCatalog, common_version
 from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
 from baremetal.gateway.upstream import Upstream
+from baremetal.gateway.usage import UsageBook
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
+from baremetal.metrics import prometheus
 from baremetal.metrics.prometheus import CONTENT_TYPE
 
 log = logging.getLogger("baremetal.gateway")
 
-POST_ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
-               "/v1/rerank": "rerank", "/rerank": "rerank", "/v2/rerank": "rerank",
-               "/v1/score": "score", "/score": "score"}
+
+async def _fastchat(gateway: "Gateway", call, backend: Backend, respond) -> None:
+    """FastChat workers: their chat path, and the Responses API built on it."""
+    if call.endpoint == "responses":
+        await responses_stream.serve(gateway, call, backend, respond, fastchat.serve)
+    else:
+        await fastchat.serve(gateway, call, backend, respond)
+
+
+HANDLERS: dict[str, Handler] = {"vllm": intake.metered(passthrough.serve, ask_usage=True),
+                                "program": intake.metered(passthrough.serve, ask_usage=False),
+                                "fastchat": intake.metered(_fastchat, ask_usage=True)}
 
 
 class Gateway:
     """Everything one gateway process knows; created once, used from its one event loop."""
 
-    def __init__(self, stack: Stack, keys: list[str]):
+    def __init__(self, stack: Stack, keys: KeyTable, access_log: bool = False):
         self.balancer = Balancer()
         self.metrics = Metrics()
         self.started_s = int(time.time())
         self.limits = ClientLimits()
+        self.limiter = Limiter()          # counts by key name: a reload's new key table keeps what was used
+        self.usage = UsageBook()
+        self.intake = intake
+        self.access_log = access_log
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
+        self.catalog: ModelCatalog | None = None
         self.configure(stack, keys)
 
-    def configure(self, stack: Stack, keys: list[str]) -> None:
+    def configure(self, stack: Stack, keys: KeyTable) -> None:
         """Take the stack's settings: at start, and again on a reload (SIGHUP). Requests in flight keep
         the backend they were sent to; the next ones see the new keys, routes and limits."""
         from baremetal.engines.fastchat import controller_url
 
         self.stack = stack
-        self.keys = keys
+        self.keys = keys                  # replaced whole on a reload; the limiter keeps counting by name
         self.routes = routes_from_stack(stack)
         self.watchdog = VerdictReader(stack.watchdog_state_path,
                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
@@ -68,6 +89,7 @@ class Gateway:
         """Open the HTTP client (it belongs to the running event loop)."""
         self.upstream = Upstream(self.stack.api.backend_connect_timeout_s, self.stack.api.backend_idle_timeout_s)
         self.workers = WorkerClient(self.upstream)
+        self.catalog = ModelCatalog(self.upstream, self.workers, self.started_s)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
 
@@ -76,18 +98,36 @@ class Gateway:
             await self.upstream.close()
 
     def handler(self, backend: Backend) -> Handler:
-        return fastchat.serve if backend.kind == "fastchat" else passthrough.serve
+        return HANDLERS[backend.kind]
 
-    async def backends_of(self, model: str) -> tuple[Backend, ...]:
-        """The backends of `model`: the stack's, else those the FastChat controller knows; else a 404."""
-        backends = self.routes.get(model)
+    async def backends_of(self, model: str, key: KeyIdentity = OPEN) -> tuple[Backend, ...]:
+        """The backends of `model`: the stack's, else those the FastChat controller knows; else a 404 (also
+        for a model outside the key's list: it does not exist for that key)."""
+        backends = self.routes.get(model) if key.allows(model) else None
         if backends:
             return backends
-        if self.directory:
+        if self.directory and key.allows(model):
             found = await self.directory.refresh(set(self.routes))
             if model in found:
                 return found[model]
-        raise model_not_found(model, await self.model_names())
+        raise intake.not_found_for(model, await self.model_names(), key)
+
+    async def all_backends(self) -> dict[str, tuple[Backend, ...]]:
+        """Every model with its backends, the controller's extra ones included."""
+        models = dict(self.routes)
+        if self.directory:
+            models |= {name: found for name, found in (await self.directory.refresh(set(self.routes))).items()
+                       if name not in models}
+        return models
+
+    def fallback_facts(self) -> dict[str, dict]:
+        """What the stack file says of each model, for when its backends do not answer."""
+        facts: dict[str, dict] = {}
+        for model in self.stack.models:
+            entry = facts.setdefault(model.name, {"root": str(model.path)})
+            if model.max_model_len:
+                entry["max_model_len"] = model.max_model_len
+        return facts
 
     async def model_names(self) -> list[str]:
         names = list(self.routes)
@@ -139,28 +179,37 @@ def create_app(gateway: Gateway):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    def check_key(request: Request) -> None:
-        if not authorized(request.headers.get("authorization"), gateway.keys):
+    def check_key(request: Request) -> KeyIdentity:
+        identity = gateway.keys.identify(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        if identity is None:
             raise unauthorized()
+        return identity
 
     async def list_models(request: Request):
-        check_key(request)
-        data = [{"id": name, "object": "model", "created": gateway.started_s, "owned_by": "baremetal"}
-                for name in await gateway.model_names()]
-        return _json({"object": "list", "data": data})
+        key = check_key(request)
+        models = {name: backends for name, backends in (await gateway.all_backends()).items() if key.allows(name)}
+        return _json({"object": "list", "data": await gateway.catalog.entries(models, gateway.fallback_facts())})
 
     async def one_model(request: Request):
-        check_key(request)
+        key = check_key(request)
         name = request.path_params["model"]
-        await gateway.backends_of(name)
-        return _json({"id": name, "object": "model", "created": gateway.started_s, "owned_by": "baremetal"})
+        backends = await gateway.backends_of(name, key)
+        return _json((await gateway.catalog.entries({name: backends}, gateway.fallback_facts()))[0])
+
+    async def version(request: Request):
+        check_key(request)
+        engines = [b for backends in gateway.routes.values() for b in backends if b.kind == "vllm"]
+        versions = await gateway.catalog.versions(engines)
+        return _json({"version": common_version(versions, __version__), "baremetal": __version__,
+                      "backends": versions})
 
     async def health(request: Request):
         return _json({"status": "ok", "models": gateway.availability()})
 
     async def metrics(request: Request):
         check_key(request)
-        return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
+        text = gateway.metrics.render() + prometheus.page(gateway.usage.render_lines())
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     async def gateway_error(request: Request, error: GatewayError):
         return _error(error)
@@ -168,8 +217,8 @@ def create_app(gateway: Gateway):
     async def http_error(request: Request, error: HTTPException):
         if error.status_code == 404:
             return _error(GatewayError(404, f"No such endpoint: {request.method} {request.url.path}. The gateway "
-                                       f"serves /v1/models, {', '.join(POST_ROUTES)}, /health and /metrics.",
-                                       code="unknown_url"))
+                                       f"serves GET /v1/models, /version, /health, /metrics and POST "
+                                       f"{', '.join(BY_PATH)}.", code="unknown_url"))
         return _error(GatewayError(error.status_code, f"{request.method} is not allowed on {request.url.path}.",
                                    code="method_not_allowed"))
 
@@ -190,9 +239,10 @@ def create_app(gateway: Gateway):
         finally:
             await gateway.stop()
 
-    exchanges = {path: Exchange(gateway, endpoint) for path, endpoint in POST_ROUTES.items()}
+    exchanges = {path: Exchange(gateway, endpoint) for path, endpoint in BY_PATH.items()}
     routes = [Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", one_model, methods=["GET"]),
+              Route("/version", version, methods=["GET"]),
               Route("/health", health, methods=["GET"]),
               Route("/metrics", metrics, methods=["GET"])]
     routes += [Route(path, exchange, methods=["POST"]) for path, exchange in exchanges.items()]

@@ -12,13 +12,14 @@ class GatewayError(Exception):
     """A request that cannot be served; `status` is the HTTP status, the rest is OpenAI's error object."""
 
     def __init__(self, status: int, message: str, error_type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+                 code: str | None = None, param: str | None = None, headers: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_type = error_type
         self.code = code
         self.param = param
+        self.headers = headers            # extra response headers (Retry-After on a 429)
 
     def payload(self) -> dict:
         """The JSON body OpenAI's clients parse (the openai SDK reads error.message)."""
@@ -27,6 +28,17 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         return json.dumps(self.payload(), ensure_ascii=False).encode()
+
+    def anthropic_body(self) -> bytes:
+        """The same error in Anthropic's shape, for its messages API (the anthropic SDK reads error.message)."""
+        kind = ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error")
+        return json.dumps({"type": "error", "error": {"type": kind, "message": self.message}},
+                          ensure_ascii=False).encode()
+
+
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                   502: "api_error", 503: "overloaded_error", 529: "overloaded_error"}
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:

@@ -2,7 +2,9 @@
 going away (which cancels the work, and so closes the connection to the backend, which stops it).
 
 An Exchange is a plain ASGI app per endpoint; backends answer through a Responder, which records the
-status and the time of the first body byte for the metrics.
+status and the time of the first body byte for the metrics, returns the request id, and meters the usage
+the engine reports (baremetal.gateway.usage). What happens before the first attempt (key, body, model,
+limits) and after the last byte (usage, limits, the log line) is baremetal.gateway.intake.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from baremetal.gateway.auth import authorized
-from baremetal.gateway.errors import GatewayError, bad_gateway, gateway_timeout, unauthorized, unavailable
+from baremetal.gateway.endpoints import ANTHROPIC_ENDPOINTS, Endpoint
+from baremetal.gateway.errors import GatewayError, bad_gateway, gateway_timeout, unavailable
+from baremetal.gateway.keys import OPEN, KeyIdentity
 from baremetal.gateway.upstream import BackendFailed, BackendTimedOut, BackendUnreachable
-from baremetal.gateway.validation import MAX_BODY_BYTES, body_too_large, check_fields, parse_body
+from baremetal.gateway.usage import StreamMeter, Usage, usage_in
+from baremetal.gateway.validation import MAX_BODY_BYTES, body_too_large
 
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
@@ -35,50 +39,77 @@ class ClientGone(Exception):
 class ClientRequest:
     """The request being served."""
 
-    endpoint: str           # chat | completions | embeddings | rerank | score
+    endpoint: str           # chat | completions | embeddings | rerank | score | responses | ... (endpoints.py)
     path: str               # as the client sent it: forwarded as is to pass-through backends
     body: bytes
     payload: dict[str, Any]
     model: str
+    request_id: str = ""    # the client's X-Request-Id, else one made by the gateway
+    headers: Mapping[str, str] = field(default_factory=dict)   # sent to pass-through backends
+    key: KeyIdentity = OPEN
 
 
 class Responder:
     """Sends the answer through ASGI `send`; remembers what was sent."""
 
-    def __init__(self, send: Callable[[dict], Awaitable[None]], started_s: float):
+    def __init__(self, send: Callable[[dict], Awaitable[None]], started_s: float, request_id: str = "",
+                 anthropic: bool = False):
         self._send = send
         self.started_s = started_s
         self.status = 0
         self.first_byte_s: float | None = None
         self.finished = False
+        self.request_id = request_id
+        self.anthropic = anthropic          # errors in Anthropic's shape (its messages API)
+        self.meter: StreamMeter | None = None
+        self.whole_usage: Usage | None = None
+        self.key: KeyIdentity | None = None   # set once the key is known (intake)
+        self.model = ""                       # set once the model is known to be served
 
     @property
     def started(self) -> bool:
         return self.status != 0
 
+    @property
+    def usage(self) -> Usage:
+        """The tokens the engine reported for this request (0 when it reported none)."""
+        return self.whole_usage or (self.meter.usage if self.meter else Usage())
+
     async def start(self, status: int, content_type: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
         await self._send({"type": "http.response.start", "status": status,
-                          "headers": [(b"content-type", content_type), *headers]})
+                          "headers": [(b"content-type", content_type), (b"x-request-id", self.request_id.encode()),
+                                      *headers]})
 
     async def chunk(self, data: bytes) -> None:
         if self.first_byte_s is None:
             self.first_byte_s = time.perf_counter() - self.started_s
+        if self.meter is not None:
+            data = self.meter.feed(data)
+            if not data:
+                return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
         if self.first_byte_s is None and data:
             self.first_byte_s = time.perf_counter() - self.started_s
+        if self.meter is not None:
+            data = (self.meter.feed(data) if data else b"") + self.meter.finish()
         self.finished = True
         await self._send({"type": "http.response.body", "body": data, "more_body": False})
 
-    async def whole(self, status: int, content_type: bytes, data: bytes) -> None:
+    async def whole(self, status: int, content_type: bytes, data: bytes,
+                    headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """A complete answer with a known length."""
-        await self.start(status, content_type, ((b"content-length", str(len(data)).encode()),))
+        if status == 200 and content_type.startswith(JSON):
+            self.whole_usage = usage_in(data)
+        self.meter = None
+        await self.start(status, content_type, ((b"content-length", str(len(data)).encode()), *headers))
         await self.end(data)
 
     async def error(self, error: GatewayError) -> None:
-        await self.whole(error.status, JSON, error.body())
+        headers = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers)
+        await self.whole(error.status, JSON, error.anthropic_body() if self.anthropic else error.body(), headers)
 
 
 def header(scope: dict, name: bytes) -> str | None:
@@ -86,6 +117,11 @@ def header(scope: dict, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def headers_of(scope: dict, names: frozenset[bytes]) -> dict[bytes, str]:
+    """The request headers named in `names` (lower case), in one pass."""
+    return {key: value.decode("latin-1") for key, value in scope["headers"] if key in names}
 
 
 async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes:
@@ -113,19 +149,20 @@ Handler = Callable[["Gateway", ClientRequest, "Backend", Responder], Awaitable[N
 class Exchange:
     """The ASGI app of one POST endpoint."""
 
-    def __init__(self, gateway: "Gateway", endpoint: str):
+    def __init__(self, gateway: "Gateway", endpoint: Endpoint):
         self.gateway = gateway
-        self.endpoint = endpoint
+        self.endpoint = endpoint.name
+        self.spec = endpoint
+        self.anthropic = endpoint.name in ANTHROPIC_ENDPOINTS
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        respond = Responder(send, time.perf_counter())
+        intake = self.gateway.intake
+        respond = Responder(send, time.perf_counter(), anthropic=self.anthropic)
         labels = ["", ""]                # model, backend: set once a backend is chosen
+        admitted = False
         try:
-            if not authorized(header(scope, b"authorization"), self.gateway.keys):
-                raise unauthorized()
-            body = await read_body(scope, receive)
-            payload = parse_body(body)
-            call = ClientRequest(self.endpoint, scope["path"], body, payload, check_fields(self.endpoint, payload))
+            call = await intake.read_request(self.gateway, self.spec, scope, receive, respond)
+            admitted = intake.admit(self.gateway, call)
             await _until_disconnect(receive, respond, self._route(call, respond, labels))
         except GatewayError as error:
             if not respond.started:
@@ -133,13 +170,15 @@ class Exchange:
         except ClientGone:
             respond.status = respond.status if respond.finished else CLIENT_GONE
         except Exception as error:  # noqa: BLE001 - a bug must cost one request a 500, never the process
-            log.error("unexpected error on %s: %r", scope["path"], error, exc_info=error)
+            log.error("unexpected error on %s (request %s): %r", scope["path"], respond.request_id, error,
+                      exc_info=error)
             if not respond.started:
                 await respond.error(GatewayError(500, "The gateway failed on this request; its log has the "
                                                  "details.", "server_error", "internal_error"))
         finally:
             self.gateway.metrics.answered(labels[0], labels[1], self.endpoint, respond.status or CLIENT_GONE,
                                           time.perf_counter() - respond.started_s, respond.first_byte_s)
+            intake.settle(self.gateway, scope, respond, labels[1], admitted)
 
     async def _route(self, call: ClientRequest, respond: Responder, labels: list[str]) -> None:
         gateway = self.gateway

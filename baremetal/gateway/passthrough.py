@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
     from baremetal.gateway.routing import Backend
 
-REQUEST_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-
-
 def stream_error_event(message: str) -> bytes:
     """An SSE event in the shape vLLM uses for errors mid-stream (the openai SDK raises on it), then DONE."""
     error = {"error": {"message": message, "type": "upstream_error", "param": None, "code": "bad_gateway"}}
@@ -29,7 +26,7 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
     """Forward `call` to `backend` and relay its answer."""
     upstream = gateway.upstream
     try:
-        async with upstream.post(backend.url + call.path, call.body, REQUEST_HEADERS) as response:
+        async with upstream.post(backend.url + call.path, call.body, call.headers) as response:
             content_type = response.headers.get("Content-Type", "application/json").encode("latin-1")
             if not content_type.startswith(b"text/event-stream"):
                 data = await response.read()

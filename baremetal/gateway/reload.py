@@ -15,20 +15,20 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from baremetal.config.api_keys import resolve_keys
 from baremetal.config.model import Stack
 from baremetal.errors import BaremetalError
-from baremetal.stack.settings import digest_of, gateway_settings, publish, supervised_as
+from baremetal.stack.settings import digest_of, gateway_settings_hashed, publish, supervised_as
 
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
+    from baremetal.gateway.keys import KeyTable
 
 log = logging.getLogger("baremetal.gateway")
 PROGRAM = "api"
 
 
-def settings_digest(stack: Stack, keys: list[str]) -> str:
-    return digest_of(gateway_settings(stack, keys))
+def settings_digest(stack: Stack, keys: "KeyTable") -> str:
+    return digest_of(gateway_settings_hashed(stack, keys.hex_digests()))
 
 
 def announce(gateway: "Gateway", error: str | None = None) -> None:
@@ -41,14 +41,15 @@ def announce(gateway: "Gateway", error: str | None = None) -> None:
             log.warning("cannot write the settings record: %s", failure)
 
 
-def load_settings(gateway: "Gateway") -> tuple[Stack, list[str]]:
+def load_settings(gateway: "Gateway") -> tuple[Stack, "KeyTable"]:
     """The stack file read again (for the same node) and its keys resolved; raises BaremetalError."""
     import os
 
     from baremetal.config import load_stack
+    from baremetal.gateway.keys import key_table
 
     stack = load_stack(gateway.stack.source, node=os.environ.get("BAREMETAL_NODE") or None)
-    return stack, resolve_keys(stack.api.api_keys)
+    return stack, key_table(stack.api)
 
 
 async def reload(gateway: "Gateway") -> None:
@@ -65,7 +66,7 @@ async def reload(gateway: "Gateway") -> None:
         log.warning("api.host/api.port changed to %s:%d: they apply at the next start (`baremetal up` restarts "
                     "the gateway for them)", stack.api.host, stack.api.port)
     log.info("reloaded: %d model(s) (%s), %s", len(gateway.routes), ", ".join(gateway.routes) or "none",
-             f"{len(keys)} API key(s) required" if keys else "no API key required")
+             keys.describe())
     announce(gateway)
 
 

@@ -107,3 +107,21 @@ class Upstream:
             return json.loads(text)
         except ValueError:
             raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None
+
+    async def get_json(self, url: str, timeout_s: float) -> Any:
+        """GET JSON (model facts, versions); None when the backend has no such endpoint (404, 405)."""
+        aiohttp = self._aiohttp
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s,
+                                                                           sock_connect=CONNECT_TIMEOUT_S)) as response:
+                text = await response.read()
+                if response.status in (404, 405):
+                    return None
+                if response.status >= 400:
+                    raise BackendFailed(f"{url} answered {response.status}: {text[:200]!r}")
+        except self.errors as error:
+            raise self.classify(error) from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None

@@ -44,7 +44,19 @@ ENDPOINTS: dict[str, tuple[dict[str, tuple], tuple[str, ...]]] = {
                    ("model", "input")),
     "rerank": (_COMMON | {"query": (str,), "top_n": (_INTEGER, type(None))}, ("model",)),
     "score": (_COMMON, ("model",)),
+    "responses": (_COMMON | {"input": (str, list), "instructions": (str, type(None)), "tools": (list, type(None)),
+                             "tool_choice": (str, dict, type(None)), "parallel_tool_calls": (bool, type(None)),
+                             "max_output_tokens": (_INTEGER, type(None)), "temperature": (_NUMBER, type(None)),
+                             "top_p": (_NUMBER, type(None)), "previous_response_id": (str, type(None)),
+                             "text": (dict, type(None)), "reasoning": (dict, type(None))},
+                  ("model",)),
+    "messages": (_COMMON | {"messages": (list,), "max_tokens": (_INTEGER,), "system": (str, list, type(None)),
+                            "tools": (list, type(None)), "temperature": (_NUMBER, type(None))},
+                 ("model", "messages")),
+    "chat_batch": (_COMMON | {"messages": (list,)}, ("model", "messages")),
 }
+# Every other endpoint (tokenize, pooling, classify, ...): the model is all the gateway needs to know.
+_OTHER = (_COMMON, ("model",))
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -74,7 +86,7 @@ def body_too_large(size_bytes: int | None = None) -> Exception:
 
 def check_fields(endpoint: str, payload: dict[str, Any]) -> str:
     """Check the known fields of `payload` for `endpoint`; returns the model name."""
-    types, required = ENDPOINTS[endpoint]
+    types, required = ENDPOINTS.get(endpoint, _OTHER)
     for name in required:
         if payload.get(name) is None:
             raise bad_request(f"'{name}' is required.", param=name)

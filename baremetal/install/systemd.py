@@ -106,7 +106,7 @@ def stack_paths(stack: Stack, python: str) -> list[Path]:
     """Every path the stack's programs read or write: where the sandbox must let them."""
     from baremetal.config.api_keys import key_file_paths
 
-    paths = [stack.root, stack.source, Path(python)] + key_file_paths(stack.api.api_keys)
+    paths = [stack.root, stack.source, Path(python)] + key_file_paths(stack.api.key_specs)
     paths += [stack.stack.models_dir] if stack.stack.models_dir else []
     paths += [model.path for model in stack.models if isinstance(model.path, Path)]
     paths += [Path(env.interpreter) for env in stack.envs.values()]

@@ -74,7 +74,7 @@ def reach_problems(stack: Stack, account: Account) -> list[str]:
     wanted = [(stack.source, READ, "the stack file"), (stack.root, EXECUTE, "the stack's root"),
               (Path(sys.executable), READ | EXECUTE, "baremetal's interpreter (supervisord, the gateway and the "
                "watchdog run on it: install baremetal where the user can read it)")]
-    wanted += [(path, READ, "an api_keys file") for path in key_file_paths(stack.api.api_keys)]
+    wanted += [(path, READ, "a key file") for path in key_file_paths(stack.api.key_specs)]
     wanted += [(Path(env.interpreter), READ | EXECUTE, f"env {name}'s interpreter")
                for name, env in sorted(stack.envs.items()) if Path(env.interpreter).exists()]
     wanted += [(model.path, READ | EXECUTE, f"model {model.name}'s folder") for model in stack.models

@@ -59,7 +59,7 @@ def settings_state(expected: str, record: Published | None, pid: int | None) -> 
 def keys_here(stack: Stack) -> list[str] | None:
     """The API keys as this process resolves them, or None when it cannot (an env: variable not set here)."""
     try:
-        return resolve_keys(stack.api.api_keys)
+        return resolve_keys(stack.api.key_specs)
     except BaremetalError:
         return None
 

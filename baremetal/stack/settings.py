@@ -56,11 +56,19 @@ def key_digests(keys: Iterable[str]) -> list[str]:
 
 
 def gateway_settings(stack: Stack, keys: Iterable[str]) -> dict[str, Any]:
-    """Everything the gateway takes from the stack file and can take again on SIGHUP: its keys, the
-    models and [[program]] backends it routes to, the controller, its time limits, where the watchdog's
+    """Everything the gateway takes from the stack file and can take again on SIGHUP: its keys (every
+    key of api_keys and of the [[api.key]] tables, resolved), the models and [[program]] backends it
+    routes to, the controller, its time limits, the key names, models and limits, where the watchdog's
     report is. Its listen address is not here: that is on its command line, and a change restarts it."""
+    return gateway_settings_hashed(stack, key_digests(keys))
+
+
+def gateway_settings_hashed(stack: Stack, key_hashes: Iterable[str]) -> dict[str, Any]:
+    """gateway_settings with the keys given as their sorted SHA-256 hex digests (what the gateway keeps)."""
     api = {name: value for name, value in plain(stack.api).items() if name not in ("host", "port", "api_keys")}
-    return {"api": api, "keys": key_digests(keys), "models": plain(stack.models),
+    api["named_keys"] = [{name: value for name, value in entry.items() if name != "key"}
+                         for entry in api.get("named_keys", [])]
+    return {"api": api, "keys": sorted(key_hashes), "models": plain(stack.models),
             "programs": plain([program for program in stack.programs if program.serves]),
             "controller": plain(stack.controller), "watchdog_interval_s": stack.watchdog.interval_s,
             "root": str(stack.root), "cluster": plain(stack.cluster)}

@@ -1,11 +1,14 @@
-"""Bearer parsing and the Prometheus text format."""
+"""Bearer parsing, the key table (names, digests, x-api-key), and the Prometheus text format."""
 
 from __future__ import annotations
 
 import pytest
 
-from baremetal.gateway.auth import authorized, bearer_token
+from baremetal.config.model import Api, ApiKey
+from baremetal.errors import BaremetalError
+from baremetal.gateway.keys import OPEN, KeyTable, bearer_token, key_table
 from baremetal.gateway.metrics import Metrics
+from baremetal.gateway.usage import Usage, UsageBook
 
 HEADERS = {
     "bearer": ("Bearer k1", "k1"),
@@ -22,12 +25,50 @@ def test_bearer_token(header, token):
     assert bearer_token(header) == token
 
 
-def test_authorized():
-    assert authorized(None, [])                        # no keys configured: open
-    assert authorized("Bearer k2", ["k1", "k2"])
-    assert not authorized("Bearer k3", ["k1", "k2"])
-    assert not authorized(None, ["k1"])
-    assert not authorized("Bearer k1x", ["k1"])
+def api(api_keys=(), named=()) -> Api:
+    return Api(kind="gateway", host="127.0.0.1", port=8000, api_keys=tuple(api_keys), env="fastchat",
+               named_keys=tuple(named))
+
+
+def test_keys_identify_who_calls(tmp_path, monkeypatch):
+    (tmp_path / "batch").write_text("# batch jobs\nb1\nb2\n")
+    monkeypatch.setenv("TEAM_A_KEY", "secret-a")
+    table = key_table(api(["k1", "k2"], [ApiKey("team-a", "env:TEAM_A_KEY", ("gpt-4",), 10, None, 2),
+                                         ApiKey("batch", f"file:{tmp_path / 'batch'}")]))
+    assert table.identify("Bearer k2") == OPEN                         # api_keys: unnamed, unlimited
+    team = table.identify("Bearer secret-a")
+    assert (team.name, team.allows("gpt-4"), team.allows("bge-m3"), team.limited) == ("team-a", True, False, True)
+    assert table.identify(None, "b2").name == "batch"                  # Anthropic's x-api-key header
+    for wrong in ("Bearer k3", "Bearer k1x", "Bearer secret-", None, "Basic k1"):
+        assert table.identify(wrong) is None
+    assert table.names() == ["batch", "team-a"]
+    assert all(len(digest) == 32 for digest, _ in table.entries)     # digests only, never the keys
+    assert KeyTable([]).identify(None) == OPEN                         # no keys configured: open
+
+
+def test_key_problems_name_the_field(monkeypatch):
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(BaremetalError, match=r"api.key\[0\] \(team-a\): environment variable NOT_SET_ANYWHERE"):
+        key_table(api([], [ApiKey("team-a", "env:NOT_SET_ANYWHERE")]))
+    monkeypatch.setenv("SAME", "k1")
+    with pytest.raises(BaremetalError, match=r"api.key\[0\] \(b\): one of its keys is also a key of api.api_keys") \
+            as caught:
+        key_table(api(["k1"], [ApiKey("b", "env:SAME")]))
+    assert "k1" not in str(caught.value)
+
+
+def test_usage_metrics_per_key():
+    book = UsageBook()
+    book.answered("team-a", "tiny-chat", 200, Usage(25, 16))
+    book.answered("team-a", "tiny-chat", 200, Usage(5, 0))
+    book.answered("-", "", 404, Usage())
+    book.rate_limited("team-a", "requests_per_minute")
+    lines = book.render_lines()
+    assert 'baremetal_gateway_key_requests_total{key="team-a",model="tiny-chat",status="200"} 2' in lines
+    assert 'baremetal_gateway_key_requests_total{key="-",model="",status="404"} 1' in lines
+    assert 'baremetal_gateway_tokens_total{key="team-a",model="tiny-chat",kind="prompt"} 30' in lines
+    assert 'baremetal_gateway_tokens_total{key="team-a",model="tiny-chat",kind="completion"} 16' in lines
+    assert 'baremetal_gateway_rate_limited_total{key="team-a",limit="requests_per_minute"} 1' in lines
 
 
 def test_metrics_text():

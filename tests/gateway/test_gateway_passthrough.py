@@ -34,13 +34,14 @@ def running(tmp_path_factory):
     programs = ""
     for name, model in (("a", "chat"), ("b", "chat"), ("emb", "embedder")):
         port = ports[name]
+        task = "embed" if name == "emb" else "chat"
         programs += f'''
 [[program]]
 name = "up-{name}"
 command = ["{sys.executable}", "-m", "tests.gateway.upstream", "--port", "{port}", "--name", "up-{name}"]
 directory = "{REPO}"
 health = "http://127.0.0.1:{port}/health"
-serves = {{ model = "{model}", task = "chat", url = "http://127.0.0.1:{port}" }}
+serves = {{ model = "{model}", task = "{task}", url = "http://127.0.0.1:{port}" }}
 '''
     programs += f'''
 [[program]]
