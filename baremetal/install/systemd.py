@@ -48,7 +48,7 @@ def user_unit_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def key_env_file(stack: Stack, user: bool, environ: Mapping[str, str] | None = None) -> Path | None:
     """Where the unit reads the variables behind env: api keys, or None when no key is an env: spec."""
-    if not any(spec.startswith("env:") for spec in stack.api.api_keys):
+    if not any(spec.startswith("env:") for spec in stack.api.key_specs):
         return None
     if user:
         return user_unit_dir(environ).parent.parent / "baremetal" / f"{slug(stack.stack.name)}.env"

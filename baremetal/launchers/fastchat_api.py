@@ -56,6 +56,9 @@ def main(argv: list[str]) -> None:
     sys.argv = [module_name] + flags
     args = server.create_openai_api_server()
     server.app_settings.api_keys = keys
+    # The tool-calling fork's server (openai_api_server_for_tool) checks keys with the check_api_key of
+    # fastchat.serve.openai_api_server, which reads that module's settings, not its own.
+    importlib.import_module("fastchat.serve.openai_api_server").app_settings.api_keys = keys
     import uvicorn
 
     uvicorn.run(server.app, host=args.host, port=args.port, log_level="info")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from baremetal.config.model import Env, Stack, frozen_mapping
+from baremetal.engines.fastchat import chat_template_text, default_conv_template
 from baremetal.engines.versions import vllm_build
 from baremetal.host.cordon import cordon_path, cordoned_gpus
 from baremetal.plan.spec import HostFacts
@@ -21,7 +22,20 @@ def gather_facts(stack: Stack) -> HostFacts:
         ray_client = ray_client_installed(stack.envs[stack.cluster.env])
     return HostFacts(baremetal_python=sys.executable,
                      vllm_builds=frozen_mapping({name: vllm_build(stack.envs[name]) for name in sorted(envs)}),
-                     minfds=_minfds(), ray_client=ray_client, cordoned=cordoned_gpus(cordon_path(stack.run_dir)))
+                     minfds=_minfds(), ray_client=ray_client, cordoned=cordoned_gpus(cordon_path(stack.run_dir)),
+                     conv_templates=frozen_mapping(conv_templates(stack)))
+
+
+def conv_templates(stack: Stack) -> dict[str, str]:
+    """FastChat worker program -> the FastChat conversation template that matches its model's own chat template
+    (read from the model folder), for workers whose args name none."""
+    chosen = {}
+    for model in stack.models:
+        if model.engine == "fastchat" and stack.runs_here(model) and "--conv-template" not in model.args:
+            template = default_conv_template(chat_template_text(model.path))
+            if template:
+                chosen[model.program] = template
+    return chosen
 
 
 def _minfds(wanted: int = 65536) -> int:

@@ -102,7 +102,7 @@ def _model(stack: Stack, model: Model, facts: HostFacts, base: dict[str, str],
         argv = vllm.vllm_argv(model, python, facts.vllm_builds[model.env])
         probe = Probe("vllm", model.url, model.name, model.task)
     else:
-        argv = fastchat.worker_argv(model, python, stack.controller)
+        argv = fastchat.worker_argv(model, python, stack.controller, facts.conv_templates.get(model.program))
         probe = Probe("fastchat-worker", model.url, model.name, model.task)
         environment |= fastchat.fastchat_environment()
     # NCCL ranks: their flight recorder on (Ray's actors do not inherit the program's environment)

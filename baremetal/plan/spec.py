@@ -57,3 +57,4 @@ class HostFacts:
     ray_client: bool = False                # the cluster's Ray env has ray[client] (Ray then starts its client server)
     api_keys_version: str | None = None     # digest of FastChat's API key specs as written (plan.keys_file)
     cordoned: frozenset[int] = frozenset()  # GPUs in <root>/run/cordon.json: programs move off them
+    conv_templates: Mapping[str, str] = field(default_factory=dict)   # FastChat worker program -> conv template

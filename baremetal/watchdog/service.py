@@ -41,7 +41,7 @@ def serve(stack: Any) -> None:
 
     config = stack.watchdog
     try:
-        keys = resolve_keys(stack.api.api_keys)
+        keys = resolve_keys(stack.api.key_specs)
     except BaremetalError:
         keys = []                         # probes of the API then accept 401 as "alive"
     monitor = GpuMonitor()

