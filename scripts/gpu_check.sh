@@ -19,6 +19,10 @@
 # kind "system"), checks the NVML path (scripts/gpu_check.py), then runs scripts/gpu_node_check.py: the
 # stack up on GPU 0, requests through the gateway, a frozen engine caught and restarted, and down. It
 # prints a table; JSON and logs land in $OUT.
+# `bench` installs the same way, then runs scripts/bench_gateway.py --gpu: tiny-chat in bf16 on GPU 0,
+# directly, through the gateway and through the gateway with 4 processes on one port, concurrency 1 to
+# 256, whole and streamed, 5 rounds, and the per-chunk cost of a 256-token stream (about 7 minutes):
+#   bash scripts/gpu_check.sh bench [--rounds 5] [--levels 1,16,64,128,256] [--workers 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Hosts whose GPUs cannot use NVLink multicast (virtualised or partitioned GPUs): keep it off in every program.
@@ -26,12 +30,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 OUT=${OUT:-/tmp/bmg-out}
 mkdir -p "$OUT" /tmp/parts
 
-case "${1:-}" in
-part)
-  mv .gpu-carry/p*/vllm.tar.xz.part* /tmp/parts/
-  ls -l /tmp/parts
-  ;;
-run)
+install() {
   started=$(date +%s)
   cp .gpu-carry/p2/vllm.tar.xz.part* /tmp/parts/ 2>/dev/null || true
   (cd /tmp/parts && cat vllm.tar.xz.part* > vllm.tar.xz && sha256sum -c "$OLDPWD/.gpu-carry/p2/SHA256SUMS")
@@ -41,12 +40,26 @@ run)
   python3 -m pip install -q --no-deps --no-index "$wheel" .gpu-carry/p2/deps/*.whl .whl/*.whl
   python3 -m pip install -q --no-deps --no-index --no-build-isolation .
   echo "installed in $(( $(date +%s) - started ))s"
+}
+
+case "${1:-}" in
+part)
+  mv .gpu-carry/p*/vllm.tar.xz.part* /tmp/parts/
+  ls -l /tmp/parts
+  ;;
+run)
+  install
   python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
   shift
   python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)" "$@"
   ;;
+bench)
+  install
+  shift
+  python3 scripts/bench_gateway.py --gpu --python "$(command -v python3)" --out "$OUT" "$@"
+  ;;
 *)
-  echo "usage: scripts/gpu_check.sh part|run   (see the comment at its top)" >&2
+  echo "usage: scripts/gpu_check.sh part|run|bench   (see the comment at its top)" >&2
   exit 2
   ;;
 esac

@@ -6,6 +6,7 @@ baremetal.gateway.endpoints; GET endpoints are small functions here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -30,6 +31,8 @@ from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
 from baremetal.gateway.upstream import Upstream
 from baremetal.gateway.usage import UsageBook
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
+from baremetal.gateway.workers import WRITE_EVERY_S, node_page, worker_page
+from baremetal.host.files import atomic_write
 from baremetal.metrics import prometheus
 from baremetal.metrics.prometheus import CONTENT_TYPE
 
@@ -52,12 +55,17 @@ HANDLERS: dict[str, Handler] = {"vllm": intake.metered(passthrough.serve, ask_us
 class Gateway:
     """Everything one gateway process knows; created once, used from its one event loop."""
 
-    def __init__(self, stack: Stack, keys: KeyTable, access_log: bool = False):
+    def __init__(self, stack: Stack, keys: KeyTable, access_log: bool = False, limiter=None,
+                 worker: tuple[int, Path] | None = None):
         self.balancer = Balancer()
         self.metrics = Metrics()
         self.started_s = int(time.time())
         self.limits = ClientLimits()
-        self.limiter = Limiter()          # counts by key name: a reload's new key table keeps what was used
+        # counts by key name, so a reload's new key table keeps what was used; a SharedLimiter when several
+        # worker processes share the port
+        self.limiter = limiter or Limiter()
+        self.worker = worker              # (index, folder of the workers' metrics pages) with api.workers > 1
+        self._writer: asyncio.Task | None = None
         self.usage = UsageBook()
         self.intake = intake
         self.access_log = access_log
@@ -92,10 +100,30 @@ class Gateway:
         self.catalog = ModelCatalog(self.upstream, self.workers, self.started_s)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
+        if self.worker:
+            self._writer = asyncio.ensure_future(self._write_page())
 
     async def stop(self) -> None:
+        if self._writer:
+            self._writer.cancel()
         if self.upstream:
             await self.upstream.close()
+
+    def metrics_page(self) -> str:
+        """The Prometheus page: this process's counters, summed over the workers when there are several."""
+        own = self.metrics.render() + prometheus.page(self.usage.render_lines())
+        return node_page(self.worker[1], self.worker[0], own) if self.worker else own
+
+    async def _write_page(self) -> None:
+        """Publish this worker's counters for the others' /metrics, every WRITE_EVERY_S."""
+        index, folder = self.worker
+        while True:
+            text = self.metrics.render() + prometheus.page(self.usage.render_lines())
+            try:
+                atomic_write(worker_page(folder, index), text, mode=0o600, durable=False)
+            except OSError as error:
+                log.warning("cannot write %s: %s", worker_page(folder, index), error)
+            await asyncio.sleep(WRITE_EVERY_S)
 
     def handler(self, backend: Backend) -> Handler:
         return HANDLERS[backend.kind]
@@ -208,8 +236,7 @@ def create_app(gateway: Gateway):
 
     async def metrics(request: Request):
         check_key(request)
-        text = gateway.metrics.render() + prometheus.page(gateway.usage.render_lines())
-        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+        return PlainTextResponse(gateway.metrics_page(), media_type=CONTENT_TYPE)
 
     async def gateway_error(request: Request, error: GatewayError):
         return _error(error)

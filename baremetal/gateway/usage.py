@@ -16,6 +16,7 @@ Metrics (label values are key *names*, "-" for unnamed keys):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _USAGE = b'"usage":'
 _DECODER = json.JSONDecoder()
+_FLAT = re.compile(rb"\s*(\{[^{}]*\})")        # a usage object with no object inside (chat, completions, ...)
+_COUNTS = re.compile(rb'"(prompt_tokens|input_tokens|completion_tokens|output_tokens|total_tokens)":\s*(\d+)')
 _PROMPT_KEYS = ("prompt_tokens", "input_tokens")
 _COMPLETION_KEYS = ("completion_tokens", "output_tokens")
 MAX_PARTIAL_BYTES = 256 * 1024          # an unfinished usage event kept across chunks, at most
@@ -64,11 +67,25 @@ def usage_from(value: object) -> Usage | None:
 
 
 def usage_in(data: bytes, start: int = 0) -> Usage | None:
-    """The usage object after the last `"usage":` in `data` (JSON, or one SSE event), else None."""
+    """The usage object after the last `"usage":` in `data` (JSON, or one SSE event), else None.
+
+    On the hot path of every answer: a flat object (vLLM's chat, completions, embeddings, Anthropic's) is
+    read with two regular expressions, a quarter of the cost of decoding it; others are decoded."""
     at = data.rfind(_USAGE, start)
     if at < 0:
         return None
     start = at + len(_USAGE)
+    flat = _FLAT.match(data, start)
+    if flat:
+        counts = dict(_COUNTS.findall(flat.group(1)))
+        completion = int(counts.get(b"completion_tokens") or counts.get(b"output_tokens") or 0)
+        prompt = counts.get(b"prompt_tokens") or counts.get(b"input_tokens")
+        return Usage(int(prompt) if prompt is not None else max(0, int(counts.get(b"total_tokens") or 0) - completion),
+                     completion)
+    return _decoded_usage(data, start)
+
+
+def _decoded_usage(data: bytes, start: int) -> Usage | None:
     for end in (start + 4096, len(data)):          # usage objects are small; rerank puts results after it
         text = data[start:end].lstrip()
         if not text.startswith(b"{"):

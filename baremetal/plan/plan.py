@@ -144,10 +144,11 @@ def _api(stack: Stack, facts: HostFacts, base: dict[str, str]) -> ProgramSpec:
     api = stack.api
     environment = dict(base)
     if api.kind == "gateway":
-        # The gateway reads the rest of the stack file itself (and again on SIGHUP); its listen address is
-        # on the command line, so that a change of it changes this file and `up` restarts it.
+        # The gateway reads the rest of the stack file itself (and again on SIGHUP); its listen address and
+        # its number of processes are on the command line, so that a change of them changes this file and
+        # `up` restarts it.
         argv = [facts.baremetal_python, "-m", "baremetal", "gateway", "-c", str(stack.source),
-                "--host", api.host, "--port", str(api.port)]
+                "--host", api.host, "--port", str(api.port)] + (["--workers", str(api.workers)] if api.workers > 1 else [])
     else:
         argv = fastchat.api_argv(api, stack.envs[api.env].interpreter, stack.controller,
                                  str(stack.run_dir / "api-keys.json"), facts.api_keys_version)

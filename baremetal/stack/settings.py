@@ -65,7 +65,8 @@ def gateway_settings(stack: Stack, keys: Iterable[str]) -> dict[str, Any]:
 
 def gateway_settings_hashed(stack: Stack, key_hashes: Iterable[str]) -> dict[str, Any]:
     """gateway_settings with the keys given as their sorted SHA-256 hex digests (what the gateway keeps)."""
-    api = {name: value for name, value in plain(stack.api).items() if name not in ("host", "port", "api_keys")}
+    api = {name: value for name, value in plain(stack.api).items()
+           if name not in ("host", "port", "api_keys", "workers")}
     api["named_keys"] = [{name: value for name, value in entry.items() if name != "key"}
                          for entry in api.get("named_keys", [])]
     return {"api": api, "keys": sorted(key_hashes), "models": plain(stack.models),

@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+import psutil
+
 from tests.support.engine_envs import REPO
 from tests.support.ports import free_ports
 from tests.support.running import start_stack
@@ -24,16 +26,16 @@ pytestmark = pytest.mark.e2e   # real supervisord and real servers
 
 OPS = "ops-key-0123456789"
 KEYS = {"rpm": "rpm-key-0123456789", "tpm": "tpm-key-0123456789", "solo": "solo-key-0123456789",
-        "chat-only": "chat-only-key-0123456789"}
+        "chat-only": "chat-only-key-0123456789", "pooled": "pooled-key-0123456789"}
 LIMITS = {"rpm": "requests_per_minute = 2", "tpm": "tokens_per_minute = 10", "solo": "max_concurrent = 1",
-          "chat-only": 'models = ["chat"]'}
+          "chat-only": 'models = ["chat"]', "pooled": "requests_per_minute = 20"}
 HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
 def running():
     root = Path(tempfile.mkdtemp(prefix="bm-gk-", dir="/tmp"))
-    ports = dict(zip(("gateway", "chat", "emb", "logged"), free_ports(4)))
+    ports = dict(zip(("gateway", "chat", "emb", "logged", "pair"), free_ports(5)))
     text = f'''
 [stack]
 name = "gwkeys"
@@ -63,11 +65,17 @@ name = "logged"
 command = ["{sys.executable}", "-m", "baremetal", "gateway", "-c", "{root / 'baremetal.toml'}", "--port",
            "{ports['logged']}", "--access-log"]
 health = "http://127.0.0.1:{ports['logged']}/health"
+
+[[program]]
+name = "pair"
+command = ["{sys.executable}", "-m", "baremetal", "gateway", "-c", "{root / 'baremetal.toml'}", "--port",
+           "{ports['pair']}", "--workers", "2"]
+health = "http://127.0.0.1:{ports['pair']}/health"
 '''
     (root / "baremetal.toml").write_text(text)
     stack = start_stack(root / "baremetal.toml")
     try:
-        stack.wait_serving([f"http://127.0.0.1:{ports[n]}/health" for n in ("chat", "emb", "logged")]
+        stack.wait_serving([f"http://127.0.0.1:{ports[n]}/health" for n in ("chat", "emb", "logged", "pair")]
                            + [f"{stack.gateway_url}/health"], timeout_s=60)
         stack.ports = ports
         yield stack
@@ -189,3 +197,36 @@ def test_every_vllm_path_is_routed_by_model_and_a_wrong_task_is_a_400(running):
     assert "/v1/embeddings" in wrong.json()["error"]["message"]
     version = httpx.get(running.gateway_url + "/version", headers=headers).json()
     assert version["version"] == version["baremetal"] and version["backends"] == {}
+
+
+def test_two_gateway_processes_share_the_port_the_limits_and_the_metrics(running):
+    """api.workers = 2: each connection goes to one of two processes; a key's limit holds across them and
+    /metrics, whichever process answers it, counts the requests of both."""
+    workers = psutil.Process(running.client.process("pair").pid).children()
+    assert len(workers) == 2
+    url = f"http://127.0.0.1:{running.ports['pair']}"
+    headers = {"Authorization": f"Bearer {KEYS['pooled']}"}
+    for _ in range(20):                              # a new connection each: the kernel picks the process
+        with httpx.Client() as fresh:
+            assert fresh.post(url + "/v1/chat/completions", json={"model": "chat", "messages": HI},
+                              headers=headers).status_code == 200
+    with httpx.Client() as fresh:
+        refused = fresh.post(url + "/v1/chat/completions", json={"model": "chat", "messages": HI}, headers=headers)
+    assert refused.status_code == 429 and "requests per minute: limit 20, used 20" in refused.json()["error"]["message"]
+    pages = running.stack.run_dir / "gateway-workers"
+    pattern = re.compile(r'key_requests_total\{key="pooled",model="chat",status="200"\} (\d+)')
+
+    def counts() -> list[int]:
+        return [int(found.group(1)) if (found := pattern.search(page.read_text())) else 0
+                for page in sorted(pages.glob("worker-*.prom"))]
+
+    # each process publishes its counters every second; both took some of the 20
+    served = wait_for(lambda: found if sum(found := counts()) == 20 else None, 10, 0.2, "both workers' pages")
+    assert len(served) == 2 and min(served) > 0
+
+    def scraped() -> str:
+        with httpx.Client() as fresh:             # whichever process answers, it counts both
+            return fresh.get(url + "/metrics", headers={"Authorization": f"Bearer {OPS}"}).text
+
+    line = 'baremetal_gateway_key_requests_total{key="pooled",model="chat",status="200"} 20'
+    assert all(line in scraped() for _ in range(4))

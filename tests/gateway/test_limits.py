@@ -1,11 +1,11 @@
-"""Per-key limits as a table of cases (a fake clock), and the 429 a client gets."""
+"""Per-key limits with a fake clock (one-second buckets over the last minute), and the 429 a client gets."""
 
 from __future__ import annotations
 
 import pytest
 
 from baremetal.gateway.keys import KeyIdentity
-from baremetal.gateway.limits import Limiter
+from baremetal.gateway.limits import Limiter, used
 
 
 class Clock:
@@ -65,7 +65,7 @@ def test_a_refused_request_uses_nothing_and_counters_go_by_name():
     outcomes = admitted(limiter, KeyIdentity("a", requests_per_minute=1, max_concurrent=5), 3)
     assert [refused.limit if refused else None for refused in outcomes] == [None, "requests_per_minute",
                                                                              "requests_per_minute"]
-    assert len(limiter.uses["a"].admitted_s) == 1 and limiter.uses["a"].in_flight == 1
+    assert used(limiter.uses["a"].requests, clock.now_s) == 1 and limiter.uses["a"].in_flight == 1
     raised = KeyIdentity("a", requests_per_minute=2, max_concurrent=5)   # a reload raised the limit
     assert limiter.admit(raised) is None and limiter.admit(raised) is not None
     assert limiter.admit(KeyIdentity("b")) is None and "b" not in limiter.uses   # unlimited: nothing kept
@@ -85,3 +85,32 @@ def test_the_429_speaks_openai(limit, kind):
     headers = dict(error.headers)
     assert headers["retry-after"] == "60" and headers[f"x-ratelimit-limit-{kind}"] == "1"
     assert headers[f"x-ratelimit-remaining-{kind}"] == "0" and headers[f"x-ratelimit-reset-{kind}"] == "60s"
+
+
+def test_several_processes_share_one_keys_limits(tmp_path):
+    """Forked workers admit against one memory map: 2 x 40 tries at 50 per minute let exactly 50 in."""
+    import multiprocessing
+
+    from baremetal.gateway.shared_limits import SharedLimiter
+
+    key = KeyIdentity("team-a", requests_per_minute=50, max_concurrent=1000)
+    limiter = SharedLimiter(["team-a"], tmp_path)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+
+    def worker() -> None:
+        results.put(sum(limiter.admit(key) is None for _ in range(40)))
+
+    processes = [context.Process(target=worker) for _ in range(2)]
+    for process in processes:
+        process.start()
+    admitted_counts = [results.get(timeout=30) for _ in processes]
+    for process in processes:
+        process.join(30)
+    assert sum(admitted_counts) == 50
+    refused = limiter.admit(key)
+    assert (refused.limit, refused.used) == ("requests_per_minute", 50)
+    for _ in range(50):
+        limiter.finish(key, 3)
+    slow = KeyIdentity("team-a", tokens_per_minute=100)
+    assert limiter.admit(slow).used == 150 and limiter.admit(KeyIdentity("other", max_concurrent=1)) is None
