@@ -20,15 +20,15 @@ from baremetal.gateway.chat_template import TemplateRenderer, load_model_templat
 from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
 from baremetal.gateway.endpoints import BY_PATH
-from baremetal.gateway.errors import GatewayError, unauthorized
+from baremetal.gateway.errors import GatewayError, bad_gateway, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
 from baremetal.gateway.health import VerdictReader
 from baremetal.gateway.keys import OPEN, KeyIdentity, KeyTable
 from baremetal.gateway.limits import Limiter
 from baremetal.gateway.metrics import Metrics
 from baremetal.gateway.models import ModelCatalog, common_version
-from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
-from baremetal.gateway.upstream import Upstream
+from baremetal.gateway.routing import Backend, Balancer, ResponseOwners, routes_from_stack
+from baremetal.gateway.upstream import BackendFailed, BackendUnreachable, Upstream
 from baremetal.gateway.usage import UsageBook
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
 from baremetal.gateway.workers import WRITE_EVERY_S, node_page, worker_page
@@ -69,6 +69,7 @@ class Gateway:
         self.usage = UsageBook()
         self.intake = intake
         self.access_log = access_log
+        self.response_ids = ResponseOwners()
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
@@ -231,6 +232,25 @@ def create_app(gateway: Gateway):
         return _json({"version": common_version(versions, __version__), "baremetal": __version__,
                       "backends": versions})
 
+    async def stored_response(request: Request):
+        """GET /v1/responses/{id} and POST /v1/responses/{id}/cancel, to the backend that made the Response."""
+        key = check_key(request)
+        response_id = request.path_params["response_id"]
+        owner = gateway.response_ids.owner(response_id)
+        if owner is None or not key.allows(owner.model):
+            raise GatewayError(404, f"Response {response_id!r} is not known here: the gateway sends these to the "
+                               "backend that made the Response, and remembers the last 10000 (vLLM keeps Responses "
+                               "only with VLLM_ENABLE_RESPONSES_API_STORE=1).", code="response_not_found")
+        try:
+            status, content_type, body = await gateway.upstream.forward(
+                request.method, owner.url + request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+                {"Accept-Encoding": "identity"}, await request.body())
+        except (BackendUnreachable, BackendFailed) as error:
+            raise bad_gateway(f"Backend {owner.name} of model {owner.model!r} failed: {error}") from None
+        from starlette.responses import Response
+
+        return Response(body, status_code=status, media_type=content_type)
+
     async def health(request: Request):
         return _json({"status": "ok", "models": gateway.availability()})
 
@@ -270,6 +290,8 @@ def create_app(gateway: Gateway):
     routes = [Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", one_model, methods=["GET"]),
               Route("/version", version, methods=["GET"]),
+              Route("/v1/responses/{response_id}", stored_response, methods=["GET"]),
+              Route("/v1/responses/{response_id}/cancel", stored_response, methods=["POST"]),
               Route("/health", health, methods=["GET"]),
               Route("/metrics", metrics, methods=["GET"])]
     routes += [Route(path, exchange, methods=["POST"]) for path, exchange in exchanges.items()]

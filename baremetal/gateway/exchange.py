@@ -64,6 +64,7 @@ class Responder:
         self.meter: StreamMeter | None = None
         self.whole_usage: Usage | None = None
         self.key: KeyIdentity | None = None   # set once the key is known (intake)
+        self.head = b""                       # the answer's first bytes (a Response's id is there)
         self.model = ""                       # set once the model is known to be served
 
     @property
@@ -84,6 +85,7 @@ class Responder:
     async def chunk(self, data: bytes) -> None:
         if self.first_byte_s is None:
             self.first_byte_s = time.perf_counter() - self.started_s
+            self.head = data[:512]
         if self.meter is not None:
             data = self.meter.feed(data)
             if not data:
@@ -103,6 +105,7 @@ class Responder:
         """A complete answer with a known length."""
         if status == 200 and content_type.startswith(JSON):
             self.whole_usage = usage_in(data)
+            self.head = data[:512]
         self.meter = None
         await self.start(status, content_type, ((b"content-length", str(len(data)).encode()), *headers))
         await self.end(data)

@@ -30,6 +30,7 @@ WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"tracepare
                     b"content-type"})
 FORWARDED = {b"traceparent": "traceparent", b"tracestate": "tracestate", b"user-agent": "User-Agent"}
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+@-]{1,128}\Z")
+RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,128})"')
 
 
 def take_request_id(offered: str | None, respond: Responder) -> None:
@@ -105,6 +106,10 @@ def metered(inner: "Handler", ask_usage: bool) -> "Handler":
             call, strip = with_stream_usage(call), True
         respond.meter = StreamMeter(strip)
         await inner(gateway, call, backend, respond)
+        if call.endpoint == "responses" and backend.kind != "fastchat":
+            found = RESPONSE_ID.search(respond.head)
+            if found:
+                gateway.response_ids.remember(found.group(1).decode(), backend)
 
     return serve
 

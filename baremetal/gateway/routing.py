@@ -117,3 +117,21 @@ class Balancer:
         state = self.state(backend)
         if state.failures:
             state.failures, state.down_until_s, state.last_error = 0, 0.0, ""
+
+
+class ResponseOwners:
+    """Which backend made a Response (GET /v1/responses/{id} and its cancel carry no model): the newest
+    `size` ids the gateway saw pass, oldest forgotten first."""
+
+    def __init__(self, size: int = 10000):
+        self.size = size
+        self.owners: dict[str, Backend] = {}
+
+    def remember(self, response_id: str, backend: Backend) -> None:
+        self.owners.pop(response_id, None)
+        self.owners[response_id] = backend
+        if len(self.owners) > self.size:
+            del self.owners[next(iter(self.owners))]
+
+    def owner(self, response_id: str) -> Backend | None:
+        return self.owners.get(response_id)

@@ -125,3 +125,15 @@ class Upstream:
             return json.loads(text)
         except ValueError:
             raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None
+
+    async def forward(self, method: str, url: str, headers: dict[str, str], body: bytes = b"",
+                      timeout_s: float = 60.0) -> tuple[int, str, bytes]:
+        """One small request passed on whole: (status, content type, body)."""
+        aiohttp = self._aiohttp
+        try:
+            async with self.session.request(method, url, data=body or None, headers=headers,
+                                            timeout=aiohttp.ClientTimeout(total=timeout_s,
+                                                                          sock_connect=CONNECT_TIMEOUT_S)) as response:
+                return response.status, response.headers.get("Content-Type", "application/json"), await response.read()
+        except self.errors as error:
+            raise self.classify(error) from None

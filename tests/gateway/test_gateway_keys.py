@@ -230,3 +230,18 @@ def test_two_gateway_processes_share_the_port_the_limits_and_the_metrics(running
 
     line = 'baremetal_gateway_key_requests_total{key="pooled",model="chat",status="200"} 20'
     assert all(line in scraped() for _ in range(4))
+
+
+def test_a_stored_response_is_asked_of_the_backend_that_made_it(running):
+    headers = {"Authorization": f"Bearer {OPS}"}
+    made = httpx.post(running.gateway_url + "/v1/responses", json={"model": "chat", "input": "hi"}, headers=headers)
+    response_id = made.json()["id"]
+    assert response_id.startswith("resp_up") and made.json()["served_by"] == "up-chat"
+    again = httpx.get(f"{running.gateway_url}/v1/responses/{response_id}", headers=headers)
+    assert again.status_code == 200 and again.json() == {"id": response_id, "object": "response", "served_by": "up-chat"}
+    cancelled = httpx.post(f"{running.gateway_url}/v1/responses/{response_id}/cancel", headers=headers)
+    assert cancelled.status_code == 200 and last_seen(running, "chat")["path"] == f"/v1/responses/{response_id}/cancel"
+    unknown = httpx.get(running.gateway_url + "/v1/responses/resp_nobody", headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "response_not_found"
+    assert httpx.get(f"{running.gateway_url}/v1/responses/{response_id}",
+                     headers={"Authorization": f"Bearer {KEYS['chat-only']}"}).status_code == 200

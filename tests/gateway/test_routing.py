@@ -96,3 +96,15 @@ def test_balancer_backs_off_exponentially_and_forgives_on_answer():
     assert downs == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     balancer.answered(A)
     assert balancer.state(A).down_until_s == 0.0 and balancer.state(A).failures == 0
+
+
+def test_the_owner_of_a_response_is_remembered_newest_first_out_last():
+    from baremetal.gateway.routing import Backend, ResponseOwners
+
+    owners = ResponseOwners(size=2)
+    a, b = Backend("m", "vllm", "http://a", "vllm-a"), Backend("m", "vllm", "http://b", "vllm-b")
+    owners.remember("resp_1", a)
+    owners.remember("resp_2", b)
+    owners.remember("resp_1", a)            # seen again: now the newest
+    owners.remember("resp_3", b)
+    assert (owners.owner("resp_1"), owners.owner("resp_2"), owners.owner("resp_3")) == (a, None, b)

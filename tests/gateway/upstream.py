@@ -1,8 +1,8 @@
 """A minimal real OpenAI-style upstream for gateway tests and scripts/bench_gateway.py.
 
 Run: python -m tests.gateway.upstream --port PORT [--name NAME]. A uvicorn server (as vLLM's is) that
-answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank and
-score. Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
+answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank,
+score, and Responses (POST /v1/responses with a `resp_` id; GET /v1/responses/ID and POST .../cancel). Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
 answering, `x_chunks` sets the number of streamed chunks, `x_status` answers with that status.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
@@ -34,6 +34,12 @@ def _chunk(model: str, delta: dict, finish: str | None = None) -> bytes:
 
 def _answer(path: str, payload: dict) -> bytes:
     model = payload.get("model", "")
+    if path == "/v1/responses":
+        return json.dumps({"id": f"resp_{NAME.replace('-', '')}{len(SEEN['requests'])}", "object": "response",
+                           "model": model, "served_by": NAME, "output": [],
+                           "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}}).encode()
+    if path.startswith("/v1/responses/"):                       # a stored Response, or its cancel
+        return json.dumps({"id": path.split("/")[3], "object": "response", "served_by": NAME}).encode()
     if path.endswith("/embeddings"):
         inputs = payload.get("input")
         count = len(inputs) if isinstance(inputs, list) else 1
@@ -72,7 +78,8 @@ async def app(scope, receive, send):
         await send({"type": "lifespan.shutdown.complete"})
         return
     if scope["method"] == "GET":
-        body = json.dumps(SEEN).encode() if scope["path"] == "/_seen" else b'{"status": "ok"}'
+        body = json.dumps(SEEN).encode() if scope["path"] == "/_seen" else \
+            _answer(scope["path"], {}) if scope["path"].startswith("/v1/responses/") else b'{"status": "ok"}'
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
         return
