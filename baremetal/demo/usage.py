@@ -118,7 +118,7 @@ def examples(stack: Stack, config: str, python: str = "python3", baremetal: str 
     status, stop = f"{baremetal} status {where}", f"{baremetal} down {where}"
     if stack.api.kind == "none":
         return Examples(base_url, tuple(models.items()), None, None, None, status, logs, stop)
-    key = _key(stack.api.api_keys)
+    key = _key(stack.api.key_specs)
     chat_curl = rerank_curl = None
     if chat:
         chat_curl = _curl(f"{base_url}/chat/completions", key, {
