@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -36,15 +37,14 @@ def announce(gateway: "Gateway", error: str | None = None) -> None:
     try a stack must not speak for the supervised one)."""
     if supervised_as(PROGRAM):
         try:
-            publish(gateway.stack, PROGRAM, settings_digest(gateway.stack, gateway.keys), error)
+            publish(gateway.stack, PROGRAM, settings_digest(gateway.stack, gateway.keys), error,
+                    pid=os.getppid() if gateway.worker else None)
         except OSError as failure:
             log.warning("cannot write the settings record: %s", failure)
 
 
 def load_settings(gateway: "Gateway") -> tuple[Stack, "KeyTable"]:
     """The stack file read again (for the same node) and its keys resolved; raises BaremetalError."""
-    import os
-
     from baremetal.config import load_stack
     from baremetal.gateway.keys import key_table
 

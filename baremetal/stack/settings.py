@@ -98,9 +98,10 @@ def settings_path(stack: Stack, program: str) -> Path:
     return stack.run_dir / f"{program}.settings.json"
 
 
-def publish(stack: Stack, program: str, digest: str, error: str | None = None) -> None:
-    """Write this process's record (mode 0600: it is nobody else's business what it runs with)."""
-    record = {"pid": os.getpid(), "digest": digest, "loaded_s": round(time.time(), 3), "error": error}
+def publish(stack: Stack, program: str, digest: str, error: str | None = None, pid: int | None = None) -> None:
+    """Write this process's record (mode 0600: it is nobody else's business what it runs with); `pid`: the
+    process supervisord knows, when that is not this one (a gateway worker speaks for its parent)."""
+    record = {"pid": pid or os.getpid(), "digest": digest, "loaded_s": round(time.time(), 3), "error": error}
     atomic_write(settings_path(stack, program), json.dumps(record), mode=0o600, durable=False)
 
 

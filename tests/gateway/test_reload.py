@@ -96,3 +96,14 @@ def test_named_keys_reload_and_the_record_matches_what_up_expects(write_stack, m
     expected = expected_digests(stack, known_specs(stack), keys_here(stack))
     assert read_published(gateway.stack, "api").digest == expected["api"]
     assert "team-a-key" not in settings_path(gateway.stack, "api").read_text()
+
+
+def test_a_worker_process_speaks_for_its_parent(write_stack, monkeypatch, tmp_path):
+    """With api.workers > 1 supervisord knows the parent: each worker's record carries the parent's pid."""
+    import os
+
+    monkeypatch.setenv("SUPERVISOR_PROCESS_NAME", "api")
+    path = write_stack(STACK.format(key="k", timeout="10s", model="a"))
+    gateway = Gateway(load_stack(path), key_table(load_stack(path).api), worker=(0, tmp_path))
+    asyncio.run(reload(gateway))
+    assert read_published(gateway.stack, "api").pid == os.getppid()

@@ -47,7 +47,7 @@ def test_up_names_what_the_user_cannot_reach(write_stack, short_tmp):
     stack = load_stack(write_stack(f'[stack]\nname = "u"\nroot = "state"\nuser = "llm"\n'
                                    f'[api]\napi_keys = ["file:{keys}"]\n'))
     problems = reach_problems(stack, LLM)
-    assert any(f"an api_keys file {keys}" in problem and "group llm" in problem for problem in problems)
+    assert any(f"a key file {keys}" in problem and "group llm" in problem for problem in problems)
     with pytest.raises(UsageError, match="cannot reach what the stack needs"):
         prepare(stack, print, account=LLM, euid=0)
     assert (stack.root / "logs").stat().st_uid == 990          # what it writes was handed over first
