@@ -42,3 +42,17 @@ def test_a_dead_workers_counters_stay_and_its_gauges_go(tmp_path):
     lines = node_page(tmp_path, 0, PAGE_A).splitlines()
     assert 'baremetal_gateway_requests_total{model="m",backend="b",endpoint="chat",status="200"} 7' in lines
     assert 'baremetal_gateway_in_flight{model="m",backend="b"} 2' in lines
+
+
+def test_the_number_of_workers_is_on_the_gateways_command_line(write_stack):
+    """A change of api.workers changes the rendered program, so `up` restarts the gateway (SIGHUP cannot fork)."""
+    from baremetal.config import load_stack
+    from baremetal.plan.pipeline import known_specs
+
+    def argv(workers: str) -> tuple[str, ...]:
+        stack = load_stack(write_stack(f'[stack]\nname = "w"\nroot = "state"\n[api]\n{workers}\n'
+                                       '[watchdog]\nenabled = false\n'))
+        return next(spec.argv for spec in known_specs(stack) if spec.name == "api")
+
+    assert "--workers" not in argv("")
+    assert argv("workers = 4")[-2:] == ("--workers", "4")
