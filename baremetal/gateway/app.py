@@ -5,6 +5,7 @@ POST endpoints are Exchange apps (baremetal.gateway.exchange); GET endpoints are
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,10 +20,11 @@ from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
 from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
-from baremetal.gateway.health import VerdictReader
+from baremetal.gateway.health import DrainReader, RoutingVerdicts, VerdictReader
 from baremetal.gateway.metrics import Metrics
 from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
 from baremetal.gateway.upstream import Upstream
+from baremetal.gateway.witness import Witness
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
 from baremetal.metrics.prometheus import CONTENT_TYPE
 
@@ -44,6 +46,8 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
+        self.witness: Witness | None = None
+        self._witness_task: Any = None
         self.configure(stack, keys)
 
     def configure(self, stack: Stack, keys: list[str]) -> None:
@@ -54,8 +58,16 @@ class Gateway:
         self.stack = stack
         self.keys = keys
         self.routes = routes_from_stack(stack)
-        self.watchdog = VerdictReader(stack.watchdog_state_path,
-                                     stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
+        # What keeps a backend from new requests: the watchdog's verdicts and drain.json's planned stops.
+        self.drains = DrainReader(stack.drain_path)
+        self.watchdog = RoutingVerdicts(VerdictReader(stack.watchdog_state_path,
+                                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s)),
+                                        self.drains)
+        if self.witness is None:
+            self.witness = Witness(stack.gateway_state_path, self.routes, self.drains.draining, self.routable,
+                                   on_drained=self.metrics.drained)
+        else:
+            self.witness.follow(self.routes, self.drains.draining)
         self.controller_url = controller_url(stack.controller) if stack.controller.enabled else None
         self._renderers: dict[Path, TemplateRenderer | None] = {}
         self.limits.client_timeout_s = stack.api.client_timeout_s
@@ -70,8 +82,14 @@ class Gateway:
         self.workers = WorkerClient(self.upstream)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
+        self._witness_task = asyncio.ensure_future(self.witness.run())
 
     async def stop(self) -> None:
+        if self._witness_task is not None:
+            self._witness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._witness_task
+            self.witness.close()
         if self.upstream:
             await self.upstream.close()
 
@@ -106,17 +124,21 @@ class Gateway:
                 return self._renderers[folder], None
         return None, await self.workers.conversation(backend)
 
-    def availability(self) -> dict[str, dict[str, Any]]:
-        """Per model: how many backends, and which can take requests now (no network calls)."""
+    def routable(self) -> set[str]:
+        """The backends that would get a new request now: not draining, not skipped on the watchdog's word,
+        not backing off after a refused connection (no network calls)."""
         unhealthy = self.watchdog.unhealthy()
         now = time.monotonic()
-        out = {}
-        for model, backends in self.routes.items():
-            ready = [b.name for b in backends if (b.name not in unhealthy or unhealthy[b.name].last_resort)
-                     and self.balancer.state(b).down_until_s <= now]
-            out[model] = {"backends": len(backends), "available": ready,
-                          "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}
-        return out
+        return {b.name for backends in self.routes.values() for b in backends
+                if (b.name not in unhealthy or unhealthy[b.name].last_resort)
+                and self.balancer.state(b).down_until_s <= now}
+
+    def availability(self) -> dict[str, dict[str, Any]]:
+        """Per model: how many backends, and which can take requests now (no network calls)."""
+        routable = self.routable()
+        return {model: {"backends": len(backends), "available": [b.name for b in backends if b.name in routable],
+                        "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}
+                for model, backends in self.routes.items()}
 
 
 def _json(payload: Any, status: int = 200):

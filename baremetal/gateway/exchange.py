@@ -163,6 +163,7 @@ class Exchange:
         gateway = self.gateway
         gateway.balancer.started(backend)
         gateway.metrics.started(call.model, backend.name)
+        ticket = gateway.witness.opened(backend)
         try:
             await gateway.handler(backend)(gateway, call, backend, respond)
             gateway.balancer.answered(backend)
@@ -178,6 +179,7 @@ class Exchange:
             answer = gateway_timeout if timed_out else bad_gateway
             raise answer(f"Backend {backend.name} of model {call.model!r} failed: {failure}") from None
         finally:
+            ticket.close()
             gateway.balancer.finished(backend)
             gateway.metrics.stopped(call.model, backend.name)
 

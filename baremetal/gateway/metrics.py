@@ -6,6 +6,8 @@
   from the backend (for streams, about the time to first token)
 - baremetal_gateway_in_flight{model,backend}: requests being served now
 - baremetal_gateway_backend_errors_total{backend,reason}: refused connections, resets, bad answers
+- baremetal_gateway_drained_total{model,backend}: requests that finished on a backend being drained
+  for a planned stop (drain.json)
 Requests refused before a backend is chosen (bad key, bad body, unknown model) have model="" and
 backend="", so clients cannot grow the label set by sending made-up model names.
 """
@@ -43,6 +45,7 @@ class Metrics:
         self.first_bytes: dict[tuple[str, str, str], Histogram] = {}
         self.in_flight: dict[tuple[str, str], int] = {}
         self.backend_errors: dict[tuple[str, str], int] = {}
+        self.drained_counts: dict[tuple[str, str], int] = {}
 
     def started(self, model: str, backend: str) -> None:
         key = (model, backend)
@@ -65,6 +68,11 @@ class Metrics:
         key = (backend, reason)
         self.backend_errors[key] = self.backend_errors.get(key, 0) + 1
 
+    def drained(self, model: str, backend: str) -> None:
+        """A request finished on a draining backend."""
+        key = (model, backend)
+        self.drained_counts[key] = self.drained_counts.get(key, 0) + 1
+
     def render(self) -> str:
         """The exposition text (format 0.0.4)."""
         lines = prometheus.family("baremetal_gateway_requests_total", "counter", "Requests answered by the gateway.",
@@ -81,6 +89,10 @@ class Metrics:
                                    "Backend failures seen by the gateway.",
                                    [(_labels(("backend", "reason"), key), value)
                                     for key, value in sorted(self.backend_errors.items())])
+        lines += prometheus.family("baremetal_gateway_drained_total", "counter",
+                                   "Requests that finished on a backend drained for a planned stop.",
+                                   [(_labels(("model", "backend"), key), value)
+                                    for key, value in sorted(self.drained_counts.items())])
         return prometheus.page(lines)
 
     @staticmethod

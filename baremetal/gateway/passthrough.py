@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from baremetal.gateway.exchange import ClientRequest, Responder
 from baremetal.gateway.upstream import BackendFailed
+from baremetal.gateway.witness import received
 
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
@@ -33,11 +34,13 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
             content_type = response.headers.get("Content-Type", "application/json").encode("latin-1")
             if not content_type.startswith(b"text/event-stream"):
                 data = await response.read()
+                received()
                 await respond.whole(response.status, content_type, data)
                 return
             await respond.start(response.status, content_type, ((b"cache-control", b"no-cache"),))
             try:
                 async for data in response.content.iter_any():
+                    received()
                     await respond.chunk(data)
             except upstream.errors as error:
                 await respond.end(stream_error_event(f"Backend {backend.name} failed mid-stream: "
