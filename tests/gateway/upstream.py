@@ -3,7 +3,9 @@
 Run: python -m tests.gateway.upstream --port PORT [--name NAME]. A uvicorn server (as vLLM's is) that
 answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank and
 score. Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
-answering, `x_chunks` sets the number of streamed chunks, `x_status` answers with that status.
+answering, `x_chunks` sets the number of streamed chunks, `x_interval_s` the pause after each, `x_status` answers
+with that status. `--graceful-s 0` makes it cut its requests in flight on SIGTERM, as a server that
+does not drain.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
 
@@ -133,9 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="upstream")
+    parser.add_argument("--graceful-s", type=float, default=None, help="on SIGTERM, give requests in flight this "
+                        "long before cutting them (default: wait for all, as uvicorn does)")
     args = parser.parse_args()
     NAME = args.name
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=args.graceful_s)
 
 
 if __name__ == "__main__":
