@@ -105,11 +105,10 @@ class Changer:
         routed = [name for name in names if self.routed(name)] if self.drain_timeout_s > 0 else []
         since = self.file.begin(names, reason, routed, self.drain_timeout_s)
         if routed:
-            others = [self._replicas_left(name, names) for name in routed]
+            others = sorted({other for name in routed for other in self._replicas_left(name, names)})
             self.say(f"draining {', '.join(routed)} before {REASON_WORDS[reason]}: no new requests "
-                     + ("(held by the gateway until it is back)" if not any(others) else "(they go to "
-                        f"{', '.join(sorted({n for group in others for n in group}))})")
-                     + f"; waiting for those in flight (drain_timeout {self.drain_timeout_s:g}s)")
+                     f"({self._where_new_requests_go(others)}); waiting for those in flight "
+                     f"(drain_timeout {self.drain_timeout_s:g}s)")
         outcomes = self.wait_drained(routed, since, since + self.drain_timeout_s)
         for outcome in outcomes:
             self.say(outcome.summary())
@@ -117,6 +116,13 @@ class Changer:
         for stopped in stop_programs(self.client, names, stopwait):
             self.say(stopped.summary())
         return outcomes
+
+    def _where_new_requests_go(self, others: list[str]) -> str:
+        if others:
+            return f"they go to {', '.join(others)}"
+        if getattr(self.stack.api, "hold_timeout_s", 0):
+            return "no other replica: the gateway holds them until it is back"
+        return "no other replica: they get a 503 until it is back"
 
     def _replicas_left(self, name: str, changing: list[str]) -> list[str]:
         model = self.specs[name].model

@@ -148,7 +148,8 @@ class DrainFile:
         with self._editing() as document:
             for name in programs:
                 entry = document["changes"].get(name)
-                entry = dict(entry) if isinstance(entry, dict) else {"since_s": now, "reason": "restart", "done_s": None}
+                # A start with no change begun (added, or stopped before): a record of the start only.
+                entry = dict(entry) if isinstance(entry, dict) else {"since_s": now, "reason": "restart", "done_s": now}
                 document["changes"][name] = entry | {"started_s": now}
 
     def finish(self, programs: list[str]) -> None:
