@@ -11,8 +11,9 @@ read 0 (they do on an H100 with a request stuck inside).
 The canary covers what no request covers: an engine nothing has used for `idle_probe_interval` (no
 request through the gateway, its counters still) gets one cheap real request (a 1-token completion, a
 one-word embedding, a one-document rerank: probes.py's deep probe, with `X-Request-Id:
-baremetal-canary-PROGRAM-N`). Without a running gateway, an engine whose counters stop after moving
-also gets one, once, in case its gauges froze with requests inside. An unanswered canary is work
+baremetal-canary-PROGRAM-N`). An engine whose counters stop after moving with no request through the
+gateway (no gateway runs, or clients bypass it) also gets one, once, in case its gauges froze with
+requests inside. An unanswered canary is work
 pending; an answered one is progress. An idle, healthy engine thus answers one canary per
 idle_probe_interval, a busy one none, and a frozen one leaves it unanswered.
 """
@@ -65,6 +66,9 @@ class ProgramObserver:
     _last_canary_s: float = 0.0              # when the last canary was sent
     _last_use_s: float | None = None         # last sign of use by anyone but the canary (None: not ready yet)
     _last_byte_s: float | None = None        # the gateway's last byte from it, at the previous look
+    _unwitnessed_use_s: float = 0.0          # last time its counters moved with no request through the gateway
+    _witness_busy: bool = False              # the gateway had requests of it in flight at the previous look
+    _look_s: float = 0.0                     # the previous look
 
     def observe(self, info: ProcessInfo | None, now_s: float, witness: BackendView | None = None,
                 gateway_up: bool = False) -> Observation:
@@ -139,15 +143,21 @@ class ProgramObserver:
         if progress.sleeping:
             return False, False, "sleeping", True, detail + "; engine sleeping"
         used = (moved and not canary_out) or bool(progress.pending) or (witness is not None and witness.in_flight > 0)
-        went_quiet = self._last_use_s is not None and self._last_use_s > self._last_canary_s and not used
+        witnessed = witness is not None and (witness.in_flight > 0 or self._witness_busy
+                                             or (witness.last_request_s or 0.0) >= self._look_s - 1.0)
+        if moved and not canary_out and not witnessed:
+            self._unwitnessed_use_s = now_s           # clients that bypass the gateway: it cannot see them wait
+        self._witness_busy, self._look_s = witness is not None and witness.in_flight > 0, now_s
+        went_quiet = (self._last_use_s is not None and self._last_use_s > self._last_canary_s and not used
+                      and (not gateway_up or self._unwitnessed_use_s > self._last_canary_s))
         if used or self._last_use_s is None:
             self._last_use_s = now_s
         if witness is not None and witness.last_request_s is not None:
             self._last_use_s = max(self._last_use_s, witness.last_request_s)
         idle_s = now_s - max(self._last_use_s, self._last_canary_s)
-        if idle_s >= self.idle_probe_interval_s or (went_quiet and not gateway_up):
+        if idle_s >= self.idle_probe_interval_s or went_quiet:
             self._send_canary(info, now_s)        # nothing covers it: ask it
-        in_flight = self._canary is not None and self._canary.sent_s < now_s
+        in_flight = self._canary is not None      # from the tick it is sent: the stall began at the last progress
         pending_parts = [progress.detail] if progress.pending else []
         if in_flight:
             pending_parts.append(f"the watchdog's canary request unanswered for {now_s - self._canary.sent_s:.1f}s")

@@ -116,3 +116,21 @@ def test_without_a_gateway_an_engine_that_goes_quiet_gets_one_canary():
     watch.observe(INFO, NOW + 11, None)           # quiet again: gauges may have frozen with requests inside
     watch.observe(INFO, NOW + 12, None)
     assert len(server.canaries) == 2
+
+
+def test_clients_that_bypass_the_gateway_get_the_quiet_canary_too():
+    server = FakeVllm()
+    watch = observer(server)
+    idle = BackendView("chat")
+    for second in range(5):
+        watch.observe(INFO, NOW + second, idle, gateway_up=True)
+    assert server.canaries == []                 # behind a gateway, a fresh start is not asked
+    server.steps += 5                             # requests the gateway never saw
+    watch.observe(INFO, NOW + 5, idle, gateway_up=True)
+    watch.observe(INFO, NOW + 6, idle, gateway_up=True)
+    assert len(server.canaries) == 1
+    through = BackendView("chat", last_request_s=NOW + 6.5)
+    server.steps += 5                             # requests through the gateway: it watches those itself
+    watch.observe(INFO, NOW + 7, through, gateway_up=True)
+    watch.observe(INFO, NOW + 8, through, gateway_up=True)
+    assert len(server.canaries) == 1
