@@ -208,3 +208,12 @@ def test_open_api_without_keys_warns():
 def test_fastchat_embedding_model_that_fastchat_would_load_as_a_language_model_warns(path, warned):
     stack = parse(f'[[model]]\nname = "e"\npath = "{path}"\nengine = "fastchat"\ntask = "embed"\n')
     assert any(w.path == "model[0].path" and "bge" in w.message for w in stack.warnings) == warned
+
+
+def test_planned_changes_and_the_idle_canary_have_their_own_keys():
+    defaults = parse("")
+    assert defaults.api.drain_timeout_s == 30.0 and defaults.watchdog.idle_probe_interval_s == 30.0
+    chosen = parse('[api]\ndrain_timeout = "0s"\n[watchdog]\nidle_probe_interval = "2m"\n')
+    assert chosen.api.drain_timeout_s == 0.0 and chosen.watchdog.idle_probe_interval_s == 120.0
+    assert errors_of('[watchdog]\nidle_probe_interval = "0s"\n') == ["watchdog.idle_probe_interval: must be at least 1s, got '0s'"]
+    assert errors_of('[api]\ndrain_timeout = "soon"\n')[0].startswith("api.drain_timeout: expected a duration")
