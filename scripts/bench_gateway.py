@@ -9,6 +9,7 @@ directly, through the gateway and (FastChat worker) through FastChat's API serve
 repeated, and prints medians: requests/s, p50/p99 latency, time to first token, and the ratios.
 
     BAREMETAL_TEST_CACHE=/work/cache .venv/bin/python scripts/bench_gateway.py [--repeat 3] [--only instant]
+    .venv/bin/python scripts/bench_gateway.py --only witness      # what gateway.json costs, no stack needed
 
 "direct" is the backend's own API: vLLM's OpenAI server, the upstream itself, and for the FastChat
 worker its worker protocol (/worker_generate_stream with the prompt the gateway would build), which no
@@ -264,11 +265,51 @@ def worker_prompt(models: Path) -> str:
     return renderer.render(normalise_messages([{"role": "user", "content": QUESTION}]), None)
 
 
+def witness_cost(rounds: int = 5, requests: int = 20_000, chunks: int = 16) -> dict[str, float]:
+    """What the gateway's witness adds (medians of `rounds`, in-process): per request, the hooks of one
+    streamed answer (ticket opened, `chunks` chunks noted, closed); per write of gateway.json with 64
+    requests in flight, building and writing it (it writes at most 4 times a second)."""
+    from baremetal.gateway.routing import Backend
+    from baremetal.gateway.witness import Witness, received
+    from baremetal.host.files import atomic_write
+
+    backends = (Backend("chat", "vllm", "http://127.0.0.1:1", "a"), Backend("chat", "vllm", "http://127.0.0.1:2", "b"))
+    with tempfile.TemporaryDirectory(prefix="bm-witness-", dir="/tmp") as folder:
+        witness = Witness(Path(folder) / "gateway.json", {"chat": backends}, lambda: {})
+        per_request, per_write = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for index in range(requests):
+                ticket = witness.opened(backends[index % 2])
+                for _ in range(chunks):
+                    received()
+                ticket.close()
+            per_request.append((time.perf_counter() - started) / requests)
+            open_tickets = [witness.opened(backends[index % 2]) for index in range(64)]
+            started = time.perf_counter()
+            for _ in range(200):
+                atomic_write(witness.path, witness.snapshot(time.time()), 0o640, False)
+            per_write.append((time.perf_counter() - started) / 200)
+            for ticket in open_tickets:
+                ticket.close()
+    return {"hooks_us_per_streamed_request": statistics.median(per_request) * 1e6,
+            "write_us_with_64_in_flight": statistics.median(per_write) * 1e6,
+            "spread_us_per_request": (max(per_request) - min(per_request)) * 1e6}
+
+
+def witness_words(cost: dict[str, float]) -> str:
+    return (f"The witness (gateway.json), in-process, medians of 5 rounds: {cost['hooks_us_per_streamed_request']:.1f} "
+            f"us of hooks per streamed request of 16 chunks (spread {cost['spread_us_per_request']:.1f} us), "
+            f"{cost['write_us_with_64_in_flight']:.0f} us per write of the file with 64 requests in flight, in a "
+            "thread of its own (at most 4 writes a second).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", action="append", choices=["instant", "vllm", "fastchat"],
-                        help="benchmark only these backends (repeatable; default: all three)")
+    parser.add_argument("--only", action="append", choices=["instant", "vllm", "fastchat", "witness"],
+                        help="benchmark only these backends (repeatable; default: all three); `witness` alone "
+                        "measures only the cost of gateway.json, in-process, with no stack")
     parser.add_argument("--levels", default="1,16,64", help="concurrency levels (default 1,16,64)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     parser.add_argument("--attach", nargs=3, metavar=("GATEWAY_URL", "INSTANT_URL", "VLLM_URL"), default=None,
@@ -278,6 +319,9 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only or ["instant", "vllm", "fastchat"])
     levels = tuple(int(level) for level in args.levels.split(","))
+    if only == {"witness"}:
+        print(witness_words(witness_cost()))
+        return
     if args.attach:
         gateway, instant, vllm = args.attach
         targets = [Target("instant", "direct", instant, "instant"), Target("instant", "gateway", gateway, "instant"),
@@ -287,6 +331,7 @@ def main() -> None:
     else:
         results = run_stack(only, args.repeat, levels)
     table = report(results, levels)
+    table += "\n\n" + witness_words(witness_cost())
     print(table)
     if args.out:
         args.out.write_text(table + "\n", encoding="utf-8")
