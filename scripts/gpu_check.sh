@@ -15,6 +15,8 @@
 #   bash scripts/gpu_check.sh part
 #   bash scripts/gpu_check.sh run [--tp 2 [--backend mp|ray]]   (several GPUs: tensor-parallel chat;
 #                                                                 Ray's backend needs Ray carried as wheels)
+#   bash scripts/gpu_check.sh faults [--clients 8]   (instead of run: scripts/bench_faults.py --gpu, two
+#                                                     replicas of tiny-chat on GPU 0, faults off and on)
 # `run` installs vLLM, its missing imports, supervisor and baremetal into the image's python3 (an env of
 # kind "system"), checks the NVML path (scripts/gpu_check.py), then runs scripts/gpu_node_check.py: the
 # stack up on GPU 0, requests through the gateway, a frozen engine caught and restarted, and down. It
@@ -31,7 +33,7 @@ part)
   mv .gpu-carry/p*/vllm.tar.xz.part* /tmp/parts/
   ls -l /tmp/parts
   ;;
-run)
+run|faults)
   started=$(date +%s)
   cp .gpu-carry/p2/vllm.tar.xz.part* /tmp/parts/ 2>/dev/null || true
   (cd /tmp/parts && cat vllm.tar.xz.part* > vllm.tar.xz && sha256sum -c "$OLDPWD/.gpu-carry/p2/SHA256SUMS")
@@ -41,12 +43,18 @@ run)
   python3 -m pip install -q --no-deps --no-index "$wheel" .gpu-carry/p2/deps/*.whl .whl/*.whl
   python3 -m pip install -q --no-deps --no-index --no-build-isolation .
   echo "installed in $(( $(date +%s) - started ))s"
-  python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
+  what=$1
   shift
+  if [ "$what" = faults ]; then
+    # Two replicas of tiny-chat on GPU 0, faults and changes with drain/hold/migration off and on.
+    python3 scripts/bench_faults.py --gpu --python "$(command -v python3)" --root /tmp/bmf --out "$OUT" "$@"
+    exit
+  fi
+  python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
   python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)" "$@"
   ;;
 *)
-  echo "usage: scripts/gpu_check.sh part|run   (see the comment at its top)" >&2
+  echo "usage: scripts/gpu_check.sh part|run|faults   (see the comment at its top)" >&2
   exit 2
   ;;
 esac
