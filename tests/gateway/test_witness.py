@@ -143,3 +143,16 @@ def test_run_writes_the_file_and_close_removes_it(short_tmp):
     assert (path.stat().st_mode & 0o777) == 0o640
     w.close()
     assert not path.exists()
+
+
+def test_a_reload_adds_new_backends_and_drops_unrouted_ones_once_idle():
+    clock = Clock()
+    w = witness(clock)
+    C = Backend("code", "vllm", "http://127.0.0.1:3", "vllm-c")
+    busy = w.opened(B)
+    w.follow({"chat": (A,), "code": (C,)}, lambda: {"vllm-a": "drain"})
+    assert set(read(w, NOW)) == {"vllm-a", "vllm-b", "vllm-c"}        # vllm-b still has a request in flight
+    assert w.draining() == {"vllm-a": "drain"} and w.document(NOW)["models"]["code"] == {"held": 0}
+    busy.close()
+    w.follow({"chat": (A,), "code": (C,)}, lambda: {})
+    assert set(read(w, NOW)) == {"vllm-a", "vllm-c"}
