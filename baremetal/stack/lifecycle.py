@@ -73,7 +73,8 @@ def check_ports(specs: list[ProgramSpec]) -> None:
 
 
 def apply(client: SupervisorClient, specs: list[ProgramSpec], changer: Changer,
-          wait: Callable[[list[str]], None] | None = None, wait_last: bool = True, say: Say | None = None) -> Applied:
+          wait: Callable[[list[str]], None] | None = None, wait_last: bool = True, say: Say | None = None,
+          refresh: Callable[[Applied], Applied] | None = None) -> Applied:
     """Make a running supervisord match the files on disk: added programs start; changed ones restart,
     drained first and replicas of one model one at a time (`wait` is called between them: the next only
     goes when the previous one serves); removed ones are drained and stop; programs that are stopped or
@@ -86,6 +87,8 @@ def apply(client: SupervisorClient, specs: list[ProgramSpec], changer: Changer,
     idle = [info.name for info in client.processes() if info.name in order and info.name not in touched
             and info.name not in blocked and info.state in STOPPED_STATES]
     applied = Applied(ordered(added), ordered(changed), ordered(removed), ordered(idle))
+    if refresh is not None:         # programs that read the stack file themselves: before the summary
+        applied = refresh(applied)
     if say is not None:
         say(applied.summary())
     by_name = {spec.name: spec for spec in specs}
@@ -260,8 +263,8 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
         else:
             changer = Changer(stack, client, specs, say, stack.api.drain_timeout_s if drain_timeout_s is None
                               else drain_timeout_s)
-            applied = apply(client, generated.specs, changer, wait_batch, wait_last=wait, say=say)
-            applied = _refresh(stack, client, generated.specs, applied, say)
+            applied = apply(client, generated.specs, changer, wait_batch, wait_last=wait, say=say,
+                            refresh=lambda found: _refresh(stack, client, generated.specs, found, say))
         record_applied(stack)
     blocked = [spec for spec in generated.specs if spec.blocked]
     for spec in blocked:
