@@ -89,6 +89,8 @@ class Api:
     max_connections: int = 4096
     backend_connect_timeout_s: float = 5.0
     backend_idle_timeout_s: float = 600.0
+    hold_timeout_s: float = 120.0   # how long a request may wait for a replica of its model (0: no holding)
+    migration_limit: int = 2        # re-sends of one request to another (or a restarted) replica
 
 
 @dataclass(frozen=True)
