@@ -5,6 +5,7 @@ POST endpoints are Exchange apps (baremetal.gateway.exchange); GET endpoints are
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -12,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from baremetal.config.model import Stack
-from baremetal.gateway import fastchat, passthrough
+from baremetal.gateway import fastchat, flights, passthrough
 from baremetal.gateway.auth import authorized
 from baremetal.gateway.chat_template import TemplateRenderer, load_model_template
 from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
+from baremetal.gateway.draining import DrainReader
 from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
 from baremetal.gateway.health import VerdictReader
@@ -41,6 +43,8 @@ class Gateway:
         self.metrics = Metrics()
         self.started_s = int(time.time())
         self.limits = ClientLimits()
+        self.flights = flights.Flights()
+        self._monitor: asyncio.Task | None = None
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
@@ -56,6 +60,7 @@ class Gateway:
         self.routes = routes_from_stack(stack)
         self.watchdog = VerdictReader(stack.watchdog_state_path,
                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
+        self.drains = DrainReader(stack.run_dir / "drain.json")
         self.controller_url = controller_url(stack.controller) if stack.controller.enabled else None
         self._renderers: dict[Path, TemplateRenderer | None] = {}
         self.limits.client_timeout_s = stack.api.client_timeout_s
@@ -65,13 +70,16 @@ class Gateway:
             self.directory = ControllerDirectory(self.upstream, self.controller_url) if self.controller_url else None
 
     async def start(self) -> None:
-        """Open the HTTP client (it belongs to the running event loop)."""
+        """Open the HTTP client (it belongs to the running event loop) and start the request monitor."""
         self.upstream = Upstream(self.stack.api.backend_connect_timeout_s, self.stack.api.backend_idle_timeout_s)
         self.workers = WorkerClient(self.upstream)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
+        self._monitor = asyncio.ensure_future(flights.watch(self))
 
     async def stop(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
         if self.upstream:
             await self.upstream.close()
 
@@ -107,15 +115,18 @@ class Gateway:
         return None, await self.workers.conversation(backend)
 
     def availability(self) -> dict[str, dict[str, Any]]:
-        """Per model: how many backends, and which can take requests now (no network calls)."""
-        unhealthy = self.watchdog.unhealthy()
+        """Per model: how many backends, which can take requests now, which drain, how many requests are
+        in flight and held (no network calls)."""
+        unhealthy, draining = self.watchdog.unhealthy(), self.drains.draining()
         now = time.monotonic()
         out = {}
         for model, backends in self.routes.items():
             ready = [b.name for b in backends if (b.name not in unhealthy or unhealthy[b.name].last_resort)
-                     and self.balancer.state(b).down_until_s <= now]
+                     and self.balancer.state(b).down_until_s <= now and b.name not in draining]
             out[model] = {"backends": len(backends), "available": ready,
-                          "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}
+                          "draining": [b.name for b in backends if b.name in draining],
+                          "in_flight": sum(self.balancer.state(b).in_flight for b in backends),
+                          "held": self.metrics.held.get(model, 0)}
         return out
 
 

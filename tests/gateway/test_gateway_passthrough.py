@@ -56,6 +56,7 @@ root = "state"
 [api]
 port = {ports["gateway"]}
 api_keys = ["file:{root / 'keys'}"]
+hold_timeout = "1s"
 [watchdog]
 enabled = false
 {programs}''')
@@ -160,11 +161,13 @@ def test_bad_requests_are_openai_errors(client, running):
     assert response.status_code == 404 and "error" in response.json()
 
 
-def test_only_backend_refusing_is_a_503_naming_the_model(client):
+def test_only_backend_refusing_is_a_503_naming_the_model_after_the_hold(client):
+    started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="lonely", messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.status_code == 503
+    assert caught.value.status_code == 503 and time.monotonic() - started >= 1.0       # api.hold_timeout
     assert "'lonely'" in caught.value.message and "up-dead: connection refused" in caught.value.message
+    assert "held 1 s (api.hold_timeout)" in caught.value.message
 
 
 def test_replicas_go_to_the_least_busy(client, running):
