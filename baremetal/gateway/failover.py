@@ -51,7 +51,8 @@ class Failover:
         self.avoid: dict[str, tuple[str, float]] = {}   # backend -> (why, when): not tried again for a second
         self.held: HeldRequest | None = None
         self._entered_s = 0.0
-        self._same_again = False
+        self._drop_retried = False
+        self._pending_drop: Exception | None = None     # a dropped connection, tried once more at once
 
     # -- the request as a whole ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -104,13 +105,19 @@ class Failover:
         """The backend for the rest of the request, after the current one failed with `failure`."""
         failed = self.flight.backend
         started = self.respond.first_byte_s is not None
-        stale = isinstance(failure, BackendUnreachable) and failure.same_again and not self._same_again
-        reached = not isinstance(failure, BackendUnreachable) or (failure.same_again and self._same_again)
+        dropped = isinstance(failure, BackendUnreachable) and failure.same_again
         self.leave(failure)
-        if stale:           # a pooled connection the backend had closed (it restarted): once more at once
-            self._same_again = True
+        if dropped and not self._drop_retried:
+            # A pooled connection the backend had closed, or the backend dying with the request: sent once
+            # more to it at once. If that is refused, the backend had died with it (counted then).
+            self._drop_retried, self._pending_drop = True, failure
             self.enter(failed)
             return failed
+        pending, self._pending_drop = self._pending_drop, None
+        if pending is not None and isinstance(failure, BackendUnreachable) and not dropped:
+            failure, reached = pending, True
+        else:
+            reached = dropped or not isinstance(failure, BackendUnreachable)
         if reached:
             self.resends += 1
             if self.resends > self.limit:

@@ -41,9 +41,12 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
                 failover: "Failover | None" = None) -> None:
     """Forward `call` to `backend` and relay its answer; a stream that breaks goes on elsewhere."""
     record = migration.StreamRecord()
-    body, merge = call.body, None
+    body, merge, moved = call.body, None, False
     while True:
         try:
+            if moved:
+                body, merge = await _rest(gateway, call, backend, record, failover)
+                moved = False
             await _forward(gateway, backend, call.path, body, respond, record, merge, failover)
             return
         except (BackendFailed, BackendUnreachable) as error:
@@ -56,8 +59,7 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
             raise failover.failed(diverged(backend)) from None
         if failover is None or not record.sent:
             raise failure
-        backend = await failover.move(failure)
-        body, merge = await _rest(gateway, call, backend, record, failover)
+        backend, moved = await failover.move(failure), True
 
 
 async def _rest(gateway: "Gateway", call: ClientRequest, backend: "Backend", record: migration.StreamRecord,
@@ -72,7 +74,8 @@ async def _rest(gateway: "Gateway", call: ClientRequest, backend: "Backend", rec
         payload = migration.continuation(call.endpoint, call.payload, so_far, tokens)
     if payload is None:
         way, payload, tokens = "replay", call.payload, 0
-    sent = sum(len(text) for choice in so_far.choices.values() for text in choice.texts.values())
+    sent = sum(len(text) for choice in so_far.choices.values() for text in choice.texts.values()) + sum(
+        len(call.name) + len(call.arguments) for choice in so_far.choices.values() for call in choice.calls.values())
     failover.note(f"continues on {backend.name} by {way} after {sent} characters")
     return json.dumps(payload, ensure_ascii=False).encode(), migration.Merge(way, so_far, tokens)
 
