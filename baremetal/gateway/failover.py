@@ -59,6 +59,7 @@ class Failover:
         """Serve the request: pick, send, and on a failure before the client has a byte, move on."""
         try:
             self.backends = await self.gateway.backends_of(self.call.model)
+            self.labels[:] = [self.call.model, ""]
             backend = await self.pick()
             self.enter(backend)
             while True:
@@ -73,8 +74,8 @@ class Failover:
                     if failure is None:
                         raise
                 if self.respond.first_byte_s is not None:     # the handler could not go on from there
-                    raise self.failed(_answer(failure)(f"Backend {self.flight.backend.name} of model "
-                                                       f"{self.call.model!r} failed mid-stream: {failure}"))
+                    raise self.failed(_answer(failure)(f"Backend {self.labels[1]} of model {self.call.model!r} "
+                                                       f"failed mid-stream: {failure}"))
                 backend = await self.move(failure)
         except GatewayError as error:
             if not self.respond.started:
@@ -118,6 +119,9 @@ class Failover:
             failure, reached = pending, True
         else:
             reached = dropped or not isinstance(failure, BackendUnreachable)
+        if started:         # the rest of a stream comes from a backend of the same kind (the handler continues it)
+            handler = self.gateway.handler(failed)
+            self.backends = tuple(b for b in self.backends if self.gateway.handler(b) is handler)
         if reached:
             self.resends += 1
             if self.resends > self.limit:
@@ -153,6 +157,7 @@ class Failover:
                     self.note(f"held: no replica can take it ({'; '.join(skipped)})")
                 elif held is None or held.expired(now) or down_for_good(self.backends, unhealthy, draining):
                     waited = [f"held {held.waited_s(now):.0f} s (api.hold_timeout)"] if held else []
+                    self.labels[:] = [model, ""]
                     raise self.failed(unavailable(model, skipped + waited))
                 if not waiting:
                     waiting = True

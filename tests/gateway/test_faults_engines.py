@@ -34,6 +34,7 @@ from baremetal.demo import fixed_chats as chats
 from tests.support.demo_stack import record
 from tests.support.ports import free_ports
 from tests.support.running import start_stack
+from tests.support.upstreams import gateway_counter
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -129,9 +130,7 @@ def drain(running, programs: list[str]) -> None:
 
 
 def counter(running, name: str, model: str = "tiny-chat") -> int:
-    text = httpx.get(running.gateway_url + "/metrics").text
-    line = f'baremetal_gateway_{name}{{model="{model}"}} '
-    return next((int(float(row[len(line):])) for row in text.splitlines() if row.startswith(line)), 0)
+    return gateway_counter(running.gateway_url, name, model)
 
 
 @dataclass

@@ -7,20 +7,14 @@ api.migration_limit. The real engines get the same faults in tests/e2e/test_faul
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support.engine_envs import REPO
-from tests.support.ports import free_ports
-from tests.support.running import start_stack
+from tests.support.upstreams import dead_program, gateway_counter, upstream_program, upstream_stack
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e   # real supervisord and real servers
@@ -31,18 +25,9 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def running():
-    root = Path(tempfile.mkdtemp(prefix="bm-gwf-", dir="/tmp"))
-    ports = dict(zip(("gateway", "a", "b", "dead"), free_ports(4)))
-    programs = "".join(f'''
-[[program]]
-name = "up-{name}"
-command = ["{sys.executable}", "-m", "tests.gateway.upstream", "--port", "{ports[name]}", "--name", "up-{name}"]
-directory = "{REPO}"
-health = "http://127.0.0.1:{ports[name]}/health"
-serves = {{ model = "chat", task = "chat", url = "http://127.0.0.1:{ports[name]}" }}
-''' for name in ("a", "b"))
-    stack_file = root / "baremetal.toml"
-    stack_file.write_text(f'''
+    def text(root, ports):
+        programs = "".join(upstream_program(name, ports[name], "chat") for name in ("a", "b"))
+        return f'''
 [stack]
 name = "gwfaults"
 root = "state"
@@ -53,21 +38,10 @@ hold_timeout = "3s"
 enabled = false
 stall_after = "1s"          # the gateway's own stall limit: busy_stall_after + stall_after = 2 s
 busy_stall_after = "1s"
-{programs}
-[[program]]
-name = "up-dead"
-command = ["sleep", "100000"]
-serves = {{ model = "lonely", task = "chat", url = "http://127.0.0.1:{ports['dead']}" }}
-''')
-    stack = start_stack(stack_file)
-    try:
-        stack.wait_serving([f"http://127.0.0.1:{ports[n]}/health" for n in ("a", "b")]
-                           + [f"{stack.gateway_url}/health"], timeout_s=60)
-        stack.ports = ports
+{programs}{dead_program(ports["dead"], "lonely")}'''
+
+    with upstream_stack(("a", "b"), text) as stack:
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -75,10 +49,8 @@ def client(running):
     return openai.OpenAI(base_url=running.gateway_url + "/v1", api_key="none", max_retries=0, timeout=30)
 
 
-def counter(running, name: str, model: str = "chat") -> int:
-    text = httpx.get(running.gateway_url + "/metrics").text
-    line = f'baremetal_gateway_{name}{{model="{model}"}} '
-    return next((int(float(row[len(line):])) for row in text.splitlines() if row.startswith(line)), 0)
+def counter(running, name: str) -> int:
+    return gateway_counter(running.gateway_url, name, "chat")
 
 
 def gateway_log(running) -> str:
