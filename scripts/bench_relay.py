@@ -9,10 +9,12 @@ upstream to an ASGI `send` that does nothing, three ways, interleaved round afte
 - gateway: baremetal.gateway.passthrough's relay as it runs now (cut at event boundaries, scan for an
   error event, keep the bytes for a migration, tell the request's flight when it sends).
 
-    .venv/bin/python scripts/bench_relay.py [--chunks 2000] [--rounds 15]
+    .venv/bin/python scripts/bench_relay.py [--chunks 1000 --chunks 8000] [--rounds 15]
 
-Prints microseconds per chunk (median over rounds, min-max) and what each adds to the floor. No network,
-no engine: this isolates the per-chunk Python work; scripts/bench_gateway.py measures whole requests.
+Prints microseconds per chunk (median over rounds, min-max) and what each adds to the floor, for a
+stream of each length: a long one also pays for folding its bytes into the parsed state (past 1 MiB,
+about 4,000 events). No network, no engine: this isolates the per-chunk Python work;
+scripts/bench_gateway.py measures whole requests.
 """
 
 from __future__ import annotations
@@ -114,19 +116,22 @@ async def measure(chunks: list[bytes], rounds: int) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chunks", type=int, default=2000, help="token events per stream")
+    parser.add_argument("--chunks", type=int, action="append", help="token events per stream (repeatable; "
+                        "default: 1000 and 8000)")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    chunks = vllm_chunks(args.chunks)
-    per_chunk = asyncio.run(measure(chunks, args.rounds))
-    print(f"{len(chunks)} chunks of {statistics.median(len(c) for c in chunks):.0f} bytes, {args.rounds} rounds "
-          f"(median, min-max)")
-    print(f"{'relay':<8} {'us/chunk':>9} {'min-max':>13} {'over floor':>11}")
-    base = statistics.median(per_chunk["floor"])
-    for name, values in per_chunk.items():
-        median = statistics.median(values)
-        print(f"{name:<8} {median:9.2f} {min(values):6.2f}-{max(values):<6.2f} {median - base:+10.2f}")
-    print(json.dumps({name: round(statistics.median(values), 3) for name, values in per_chunk.items()}))
+    print(f"{'events':>6} {'relay':<8} {'us/chunk':>9} {'min-max':>13} {'over floor':>11}")
+    results = {}
+    for count in args.chunks or [1000, 8000]:
+        chunks = vllm_chunks(count)
+        per_chunk = asyncio.run(measure(chunks, args.rounds))
+        base = statistics.median(per_chunk["floor"])
+        for name, values in per_chunk.items():
+            median = statistics.median(values)
+            print(f"{count:>6} {name:<8} {median:9.2f} {min(values):6.2f}-{max(values):<6.2f} {median - base:+10.2f}")
+        results[count] = {name: round(statistics.median(values), 3) for name, values in per_chunk.items()}
+    print(f"{args.rounds} rounds, medians (min-max); events of {statistics.median(len(c) for c in chunks):.0f} bytes")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

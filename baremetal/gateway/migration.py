@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
 DONE = b"data: [DONE]\n\n"
-COMPACT_BYTES = 256 * 1024      # past this, a record folds its bytes into the parsed state
+COMPACT_BYTES = 1024 * 1024     # past this (about 4,000 vLLM events), a record folds its bytes into the parsed state
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 STRUCTURED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
 Way = Literal["continue", "replay"]

