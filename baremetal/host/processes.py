@@ -287,3 +287,25 @@ def is_alive(pid: int | None) -> bool:
         return _alive(psutil.Process(pid))
     except psutil.Error:
         return False
+
+
+def group_members(pgid: int) -> list[tuple[psutil.Process, float]]:
+    """Every live process (but this one) of process group `pgid`, with its start time (epoch seconds, as
+    psutil reads it): one pass over /proc, ~20 ms."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and os.getpgid(process.pid) == pgid \
+                    and process.status() != psutil.STATUS_ZOMBIE:
+                found.append((process, process.create_time()))
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def start_time(pid: int) -> float | None:
+    """When `pid` started (epoch seconds, psutil's reading), None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None

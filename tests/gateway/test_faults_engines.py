@@ -32,6 +32,7 @@ import psutil
 import pytest
 
 from baremetal.demo import fixed_chats as chats
+from baremetal.watchdog.events import events_path, read_events
 from tests.support.demo_stack import record
 from tests.support.ports import free_ports
 from tests.support.running import start_stack
@@ -283,6 +284,17 @@ def resent(stack, before: tuple[int, int]) -> tuple[int, int]:
     return counter(stack, "migrated_total") - before[0], counter(stack, "retried_total") - before[1]
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def events(stack) -> list[dict]:
+    return read_events(events_path(stack.stack.root))
+
+
 def gateway_log(stack) -> list[str]:
     return "".join(path.read_text(errors="replace") for path in stack.stack.logs_dir.glob("api*")).splitlines()
 
@@ -290,10 +302,18 @@ def gateway_log(stack) -> list[str]:
 # The order below keeps the module short: each replica restarts while the next fault is tested.
 def test_sigkill_of_an_api_server_mid_stream_costs_the_clients_nothing(stack, references):
     before = resent(stack, (0, 0))
-    got = fault_mid_stream(stack, references, "chat-a", lambda: os.kill(api_server(stack, "chat-a").pid, signal.SIGKILL))
+    server = api_server(stack, "chat-a")
+    left = server.children(recursive=True)             # VLLM::EngineCore (and its workers): they outlive a SIGKILL
+    core = next(p for p in left if p.cmdline()[:1] == ["VLLM::EngineCore"])
+    got = fault_mid_stream(stack, references, "chat-a", lambda: os.kill(server.pid, signal.SIGKILL))
     migrated, retried = resent(stack, before)
     assert (migrated, retried) == (3, 2)         # each stream continued once, each whole answer sent again once
-    record("faults-sigkill-api-server", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
+    # the new chat-a never runs beside what the killed one left: the watchdog ends it and says so
+    wait_for(lambda: not [p for p in left if alive(p)], 30, 0.2, "the killed server's EngineCore ended")
+    said = [e for e in events(stack) if e["kind"] == "remains" and e["program"] == "chat-a"]
+    assert [e["instance_pid"] for e in said] == [server.pid] and core.pid in said[0]["pids"]
+    record("faults-sigkill-api-server", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"],
+                                         "remains_ended": len(left)})
 
 
 def test_a_fastchat_worker_killed_mid_stream_costs_the_clients_nothing(stack):
