@@ -80,9 +80,9 @@ class Remains:
         """End what `instance` left (nothing while its pid still names it); the 'pid (command)' of each."""
         if self._still_there(instance):
             return []
-        found = processes.group_members(instance.pid)
-        members = left_by(instance, [Member(p.pid, instance.pid, s) for p, s in found])
-        chosen = [p for p, _ in found if p.pid in {m.pid for m in members}]
+        found = {p.pid: p for p in processes.in_group(instance.pid)}      # psutil keeps each one's start time
+        members = left_by(instance, [Member(pid, instance.pid, p.create_time()) for pid, p in found.items()])
+        chosen = [found[m.pid] for m in members]
         if not chosen:
             return []
         processes.resume(chosen)
