@@ -364,7 +364,7 @@ class Check:
 
         ask = dict(model="tiny-chat", prompt="def main():", max_tokens=1200, temperature=0,
                    extra_body={"ignore_eos": True, "skip_special_tokens": False})
-        reference = self.client().completions.create(**ask).choices[0].text
+        reference = self.client().completions.create(**ask, timeout=600).choices[0].text
         server = psutil.Process(self.supervisor().process("vllm-chat").pid)
         left = server.children(recursive=True)
         before = self.gpu0()
