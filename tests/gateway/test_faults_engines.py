@@ -310,7 +310,8 @@ def test_sigkill_of_an_api_server_mid_stream_costs_the_clients_nothing(stack, re
     assert (migrated, retried) == (3, 2)         # each stream continued once, each whole answer sent again once
     # the new chat-a never runs beside what the killed one left: the watchdog ends it and says so
     wait_for(lambda: not [p for p in left if alive(p)], 30, 0.2, "the killed server's EngineCore ended")
-    said = [e for e in events(stack) if e["kind"] == "remains" and e["program"] == "chat-a"]
+    said = wait_for(lambda: [e for e in events(stack) if e["kind"] == "remains" and e["program"] == "chat-a"], 15,
+                    0.1, "the remains event")          # written once they are gone
     assert [e["instance_pid"] for e in said] == [server.pid] and core.pid in said[0]["pids"]
     record("faults-sigkill-api-server", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"],
                                          "remains_ended": len(left)})
