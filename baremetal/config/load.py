@@ -244,12 +244,15 @@ class _Reader:
                       backend_connect_timeout_s=table.take("backend_connect_timeout", t.duration_at_least(0.1), 5.0),
                       backend_idle_timeout_s=table.take("backend_idle_timeout", t.duration_at_least(1.0), 600.0))
         drain_timeout_s = table.take("drain_timeout", t.duration_s, 30.0)
+        hold_timeout_s = table.take("hold_timeout", t.duration_s, 120.0)
+        migration_limit = table.take("migration_limit", t.integer(0, 100), 2)
         table.finish()
         for index, spec in enumerate(keys):
             problem = checks.key_spec_problem(spec)
             if problem:
                 self.problems.add(f"api.api_keys[{index}]", problem)
-        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, drain_timeout_s=drain_timeout_s, **limits)
+        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, drain_timeout_s=drain_timeout_s,
+                   hold_timeout_s=hold_timeout_s, migration_limit=migration_limit, **limits)
 
     def read_watchdog(self) -> Watchdog:
         # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,

@@ -90,6 +90,8 @@ class Api:
     backend_connect_timeout_s: float = 5.0
     backend_idle_timeout_s: float = 600.0
     drain_timeout_s: float = 30.0   # planned stops wait this long for requests in flight (0: no drain)
+    hold_timeout_s: float = 120.0   # how long a request may wait for a replica of its model (0: no holding)
+    migration_limit: int = 2        # re-sends of one request to another (or a restarted) replica
 
 
 @dataclass(frozen=True)

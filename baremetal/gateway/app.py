@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from baremetal.config.model import Stack
-from baremetal.gateway import fastchat, passthrough
+from baremetal.gateway import fastchat, flights, passthrough
 from baremetal.gateway.auth import authorized
 from baremetal.gateway.chat_template import TemplateRenderer, load_model_template
 from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
+from baremetal.gateway.draining import DrainReader
 from baremetal.gateway.errors import GatewayError, model_not_found, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
-from baremetal.gateway.health import DrainReader, RoutingVerdicts, VerdictReader
+from baremetal.gateway.health import VerdictReader
 from baremetal.gateway.metrics import Metrics
 from baremetal.gateway.routing import Backend, Balancer, routes_from_stack
 from baremetal.gateway.upstream import Upstream
@@ -43,6 +44,8 @@ class Gateway:
         self.metrics = Metrics()
         self.started_s = int(time.time())
         self.limits = ClientLimits()
+        self.flights = flights.Flights()
+        self._monitor: asyncio.Task | None = None
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
@@ -58,11 +61,9 @@ class Gateway:
         self.stack = stack
         self.keys = keys
         self.routes = routes_from_stack(stack)
-        # What keeps a backend from new requests: the watchdog's verdicts and drain.json's planned stops.
+        self.watchdog = VerdictReader(stack.watchdog_state_path,
+                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
         self.drains = DrainReader(stack.drain_path)
-        self.watchdog = RoutingVerdicts(VerdictReader(stack.watchdog_state_path,
-                                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s)),
-                                        self.drains)
         if self.witness is None:
             self.witness = Witness(stack.gateway_state_path, self.routes, self.drains.draining, self.routable,
                                    on_drained=self.metrics.drained)
@@ -77,14 +78,17 @@ class Gateway:
             self.directory = ControllerDirectory(self.upstream, self.controller_url) if self.controller_url else None
 
     async def start(self) -> None:
-        """Open the HTTP client (it belongs to the running event loop)."""
+        """Open the HTTP client (it belongs to the running event loop) and start the request monitor."""
         self.upstream = Upstream(self.stack.api.backend_connect_timeout_s, self.stack.api.backend_idle_timeout_s)
         self.workers = WorkerClient(self.upstream)
         if self.controller_url:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
+        self._monitor = asyncio.ensure_future(flights.watch(self))
         self._witness_task = asyncio.ensure_future(self.witness.run())
 
     async def stop(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
         if self._witness_task is not None:
             self._witness_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -127,17 +131,20 @@ class Gateway:
     def routable(self) -> set[str]:
         """The backends that would get a new request now: not draining, not skipped on the watchdog's word,
         not backing off after a refused connection (no network calls)."""
-        unhealthy = self.watchdog.unhealthy()
+        unhealthy, draining = self.watchdog.unhealthy(), self.drains.draining()
         now = time.monotonic()
         return {b.name for backends in self.routes.values() for b in backends
                 if (b.name not in unhealthy or unhealthy[b.name].last_resort)
-                and self.balancer.state(b).down_until_s <= now}
+                and self.balancer.state(b).down_until_s <= now and b.name not in draining}
 
     def availability(self) -> dict[str, dict[str, Any]]:
-        """Per model: how many backends, and which can take requests now (no network calls)."""
-        routable = self.routable()
+        """Per model: how many backends, which can take requests now, which drain, how many requests are
+        in flight and held (no network calls)."""
+        routable, draining = self.routable(), self.drains.draining()
         return {model: {"backends": len(backends), "available": [b.name for b in backends if b.name in routable],
-                        "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}
+                        "draining": [b.name for b in backends if b.name in draining],
+                        "in_flight": sum(self.balancer.state(b).in_flight for b in backends),
+                        "held": self.metrics.held.get(model, 0)}
                 for model, backends in self.routes.items()}
 
 

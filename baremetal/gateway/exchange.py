@@ -1,8 +1,10 @@
-"""One POST request from start to end: key, body, model, the backend attempts, metrics, and the client
-going away (which cancels the work, and so closes the connection to the backend, which stops it).
+"""One POST request from start to end: key, body, model, the backend attempts (baremetal.gateway.failover),
+metrics, and the client going away (which cancels the work, and so closes the connection to the
+backend, which stops it).
 
 An Exchange is a plain ASGI app per endpoint; backends answer through a Responder, which records the
-status and the time of the first body byte for the metrics.
+status and the time of the first body byte for the metrics, and tells the request's Flight when it
+sends (the monitor never cancels a request in the middle of a send).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from baremetal.gateway.auth import authorized
-from baremetal.gateway.errors import GatewayError, bad_gateway, gateway_timeout, unauthorized, unavailable
-from baremetal.gateway.upstream import BackendFailed, BackendTimedOut, BackendUnreachable
+from baremetal.gateway.errors import GatewayError, unauthorized
+from baremetal.gateway.failover import Failover
+from baremetal.gateway.flights import Flight
 from baremetal.gateway.validation import MAX_BODY_BYTES, body_too_large, check_fields, parse_body
 
 if TYPE_CHECKING:
@@ -45,12 +48,22 @@ class ClientRequest:
 class Responder:
     """Sends the answer through ASGI `send`; remembers what was sent."""
 
-    def __init__(self, send: Callable[[dict], Awaitable[None]], started_s: float):
+    def __init__(self, send: Callable[[dict], Awaitable[None]], started_s: float, flight: Flight | None = None):
         self._send = send
         self.started_s = started_s
+        self.flight = flight or Flight("", False)
         self.status = 0
         self.first_byte_s: float | None = None
         self.finished = False
+
+    async def _out(self, message: dict) -> None:
+        flight = self.flight
+        flight.sending = True
+        try:
+            await self._send(message)
+        finally:
+            flight.sending = False
+            flight.wait_again()
 
     @property
     def started(self) -> bool:
@@ -58,19 +71,29 @@ class Responder:
 
     async def start(self, status: int, content_type: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
-        await self._send({"type": "http.response.start", "status": status,
-                          "headers": [(b"content-type", content_type), *headers]})
+        await self._out({"type": "http.response.start", "status": status,
+                         "headers": [(b"content-type", content_type), *headers]})
 
     async def chunk(self, data: bytes) -> None:
         if self.first_byte_s is None:
             self.first_byte_s = time.perf_counter() - self.started_s
-        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        flight = self.flight           # _out inlined: this is the per-chunk path
+        flight.sending = True
+        try:
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            flight.sending = False
+            flight.waiting_since_s = time.monotonic()
+
+    async def comment(self, data: bytes) -> None:
+        """SSE comment bytes (keep-alive while held): not the answer's first byte."""
+        await self._out({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
         if self.first_byte_s is None and data:
             self.first_byte_s = time.perf_counter() - self.started_s
         self.finished = True
-        await self._send({"type": "http.response.body", "body": data, "more_body": False})
+        await self._out({"type": "http.response.body", "body": data, "more_body": False})
 
     async def whole(self, status: int, content_type: bytes, data: bytes) -> None:
         """A complete answer with a known length."""
@@ -107,7 +130,7 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> byte
             return b"".join(chunks)
 
 
-Handler = Callable[["Gateway", ClientRequest, "Backend", Responder], Awaitable[None]]
+Handler = Callable[["Gateway", ClientRequest, "Backend", Responder, Failover], Awaitable[None]]
 
 
 class Exchange:
@@ -118,15 +141,20 @@ class Exchange:
         self.endpoint = endpoint
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        respond = Responder(send, time.perf_counter())
+        flight = Flight("", False, asyncio.current_task())
+        respond = Responder(send, time.perf_counter(), flight)
         labels = ["", ""]                # model, backend: set once a backend is chosen
+        flights = self.gateway.flights
         try:
             if not authorized(header(scope, b"authorization"), self.gateway.keys):
                 raise unauthorized()
             body = await read_body(scope, receive)
             payload = parse_body(body)
             call = ClientRequest(self.endpoint, scope["path"], body, payload, check_fields(self.endpoint, payload))
-            await _until_disconnect(receive, respond, self._route(call, respond, labels))
+            flight.model, flight.stream = call.model, payload.get("stream") is True
+            flights.add(flight)
+            failover = Failover(self.gateway, call, respond, labels, header(scope, b"x-request-id"))
+            await _until_disconnect(receive, respond, failover.run())
         except GatewayError as error:
             if not respond.started:
                 await respond.error(error)
@@ -138,50 +166,9 @@ class Exchange:
                 await respond.error(GatewayError(500, "The gateway failed on this request; its log has the "
                                                  "details.", "server_error", "internal_error"))
         finally:
+            flights.remove(flight)
             self.gateway.metrics.answered(labels[0], labels[1], self.endpoint, respond.status or CLIENT_GONE,
                                           time.perf_counter() - respond.started_s, respond.first_byte_s)
-
-    async def _route(self, call: ClientRequest, respond: Responder, labels: list[str]) -> None:
-        gateway = self.gateway
-        backends = await gateway.backends_of(call.model)
-        attempts, failures = gateway.balancer.plan(backends, gateway.watchdog.unhealthy(), time.monotonic())
-        for backend in attempts:
-            labels[:] = [call.model, backend.name]
-            for attempt in (1, 2):
-                outcome = await self._attempt(call, backend, respond)
-                if outcome is None:
-                    return
-                if not (outcome.same_again and attempt == 1):
-                    break
-            gateway.balancer.refused(backend, time.monotonic(), outcome.reason)
-            failures.append(f"{backend.name}: {outcome.reason}")
-        labels[:] = [call.model, ""]
-        raise unavailable(call.model, failures)
-
-    async def _attempt(self, call: ClientRequest, backend: "Backend", respond: Responder) -> BackendUnreachable | None:
-        """Serve through `backend`; None when answered, the failure when it never reached the backend."""
-        gateway = self.gateway
-        gateway.balancer.started(backend)
-        gateway.metrics.started(call.model, backend.name)
-        ticket = gateway.witness.opened(backend)
-        try:
-            await gateway.handler(backend)(gateway, call, backend, respond)
-            gateway.balancer.answered(backend)
-            return None
-        except BackendUnreachable as failure:
-            gateway.metrics.backend_error(backend.name, "unreachable")
-            if respond.started:
-                raise bad_gateway(f"{backend.name}: {failure.reason}") from None
-            return failure
-        except BackendFailed as failure:
-            timed_out = isinstance(failure, BackendTimedOut)
-            gateway.metrics.backend_error(backend.name, "timeout" if timed_out else "failed")
-            answer = gateway_timeout if timed_out else bad_gateway
-            raise answer(f"Backend {backend.name} of model {call.model!r} failed: {failure}") from None
-        finally:
-            ticket.close()
-            gateway.balancer.finished(backend)
-            gateway.metrics.stopped(call.model, backend.name)
 
 
 async def _until_disconnect(receive: Callable, respond: Responder, work: Awaitable[None]) -> None:

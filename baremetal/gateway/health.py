@@ -1,6 +1,4 @@
-"""Why a backend must not get new requests: the watchdog's verdicts, read from <root>/run/watchdog.json
-(written atomically by the watchdog), and planned stops, read from <root>/run/drain.json (written by
-baremetal's CLI: baremetal.stack.drain). A draining program is skipped; its requests in flight finish.
+"""The watchdog's verdicts, read from <root>/run/watchdog.json (written atomically by the watchdog).
 
 Format: {"updated_s": epoch seconds, "programs": {PROGRAM: {"phase": ..., "healthy": bool, ...}}}.
 A program with "healthy": false is skipped, except one still in phase "ready" (failing probes, not yet
@@ -17,10 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from baremetal.host.files import CachedJson
-from baremetal.stack.drain import DrainEntry, active_drains
-
-DRAIN_WORDS = {"restart": "restart", "stop": "stop", "update": "change (baremetal up)"}
+from baremetal.gateway.run_files import CachedDocument
 
 
 @dataclass(frozen=True)
@@ -28,7 +23,6 @@ class Verdict:
     """The watchdog's word on a program it marks unhealthy."""
 
     phase: str
-    why: str = ""
 
     @property
     def last_resort(self) -> bool:
@@ -37,8 +31,13 @@ class Verdict:
         return self.phase == "ready"
 
     @property
+    def for_good(self) -> bool:
+        """Down until an operator acts (stopped, given up, a hardware fault): not worth holding requests for."""
+        return self.phase in ("stopped", "given_up", "hardware_fault")
+
+    @property
     def reason(self) -> str:
-        return self.why or f"watchdog says {self.phase}"
+        return f"watchdog says {self.phase}"
 
 
 def unhealthy_programs(document: Any, now_s: float, stale_after_s: float) -> dict[str, Verdict]:
@@ -63,56 +62,12 @@ class VerdictReader:
         self.path = path
         self.stale_after_s = stale_after_s
         self.wall_clock = wall_clock
-        self._file = CachedJson(path, check_interval_s, clock)
-        self._checked_s: float | None = None
+        self._file = CachedDocument(path, check_interval_s, clock)
         self._unhealthy: dict[str, Verdict] = {}
 
     def unhealthy(self) -> Mapping[str, Verdict]:
         """PROGRAM -> verdict for the programs the watchdog marks unhealthy now."""
-        document = self._file.document()
-        if self._file.checked_s != self._checked_s:      # staleness moves with the clock: re-judge per check
-            self._checked_s = self._file.checked_s
+        document, checked = self._file.read()
+        if checked:
             self._unhealthy = unhealthy_programs(document, self.wall_clock(), self.stale_after_s)
         return self._unhealthy
-
-
-class DrainReader:
-    """Cached reader of drain.json (baremetal.stack.drain): the programs taken out of routing now."""
-
-    def __init__(self, path: Path, check_interval_s: float = 0.25, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
-        self._file = CachedJson(path, check_interval_s, clock)
-        self.wall_clock = wall_clock
-        self._checked_s: float | None = None
-        self._draining: dict[str, DrainEntry] = {}
-
-    def draining(self) -> Mapping[str, DrainEntry]:
-        """PROGRAM -> its drain, for programs that must get no new requests."""
-        document = self._file.document()
-        if self._file.checked_s != self._checked_s:
-            self._checked_s = self._file.checked_s
-            self._draining = active_drains(document, self.wall_clock())
-        return self._draining
-
-
-class RoutingVerdicts:
-    """Why backends must not get new requests: the watchdog's verdicts, and the drains of planned stops
-    (a draining program is skipped like an unhealthy one, never tried last)."""
-
-    def __init__(self, watchdog: VerdictReader, drains: DrainReader):
-        self.watchdog = watchdog
-        self.drains = drains
-        self._sources: tuple[Any, Any] = (None, None)
-        self._merged: Mapping[str, Verdict] = {}
-
-    def unhealthy(self) -> Mapping[str, Verdict]:
-        """PROGRAM -> verdict, drains included (phase "draining")."""
-        sources = (self.watchdog.unhealthy(), self.drains.draining())
-        if sources[0] is not self._sources[0] or sources[1] is not self._sources[1]:
-            self._sources = sources
-            merged = dict(sources[0])
-            merged.update({name: Verdict("draining", "draining before a planned "
-                                                      + DRAIN_WORDS.get(entry.reason, "stop"))
-                           for name, entry in sources[1].items()})
-            self._merged = merged
-        return self._merged

@@ -95,7 +95,7 @@ class Witness:
                  on_drained: Callable[[str, str], None] = lambda model, backend: None,
                  clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.draining = draining                 # PROGRAM -> drain entry (gateway.health.DrainReader.draining)
+        self.draining = draining                 # PROGRAM -> drain entry (gateway.draining.DrainReader.draining: a set is enough)
         self.routable = routable                 # the backends a new request could go to now
         self.on_drained = on_drained             # (model, backend): a request finished on a draining backend
         self.clock = clock

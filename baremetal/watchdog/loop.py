@@ -39,6 +39,7 @@ from baremetal.watchdog.observe import ProgramObserver
 from baremetal.watchdog.planned import Outside, PlannedChanges, hands_off
 from baremetal.watchdog.policy import (STICKY_PHASES, Action, Decision, History, Observation, Phase, Policy, decide,
                                        gpu_report, program_gpus, remember, restored, settle)
+from baremetal.watchdog.remains import Remains
 from baremetal.watchdog.replacement import Mover, Placements, cordon_faults
 from baremetal.watchdog.restart import RestartReport, log_tail
 from baremetal.watchdog.state_file import read_state, write_state
@@ -93,6 +94,7 @@ class WatchdogLoop:
         self.canary_pool = ThreadPoolExecutor(max_workers=max(1, len(watched_specs)),
                                               thread_name_prefix="canary") if config.canary else None
         self.job_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="restart")
+        self.remains = Remains(self.job_pool, self._event)      # what a program's previous instance left running
         saved = (read_state(self.state_file) or {}).get("programs", {})
         self.watched = {spec.name: Watched(spec, ProgramObserver(
             spec, http, config.probe_timeout_s, config.busy_stall_after_s + config.probe_timeout_s, self.canary_pool,
@@ -159,6 +161,7 @@ class WatchdogLoop:
         self._collect_jobs()
         self.planned.read(now)
         if infos is not None:
+            self.remains.look(infos)
             idle = [w for w in self.watched.values() if w.job is None]
             futures = {w.spec.name: self.probe_pool.submit(w.observer.observe, infos.get(w.spec.name), now,
                                                            *self.planned.witness(w.spec.name))

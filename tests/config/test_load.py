@@ -133,6 +133,8 @@ BAD = [
     ('[api]\nkind = "openai"\n', ["api.kind: expected one of 'gateway', 'fastchat', 'fastchat-tools', 'none'"]),
     ('[api]\nport = 70000\n', ["api.port: must be at most 65535, got 70000"]),
     ('[api]\napi_keys = ["env:"]\n', ["api.api_keys[0]: env: needs a name after it"]),
+    ('[api]\nhold_timeout = "long"\n', ["api.hold_timeout: expected a duration"]),
+    ('[api]\nmigration_limit = -1\n', ["api.migration_limit: must be at least 0, got -1"]),
     ('[env.gpu]\nkind = "docker"\n', ["env.gpu.kind: expected one of 'venv', 'conda', 'system'"]),
     ('[env.sys]\nkind = "system"\npath = "envs/x"\n', ['env.sys.path: kind "system" uses an existing interpreter']),
     ('[[model]]\nname = "a"\npath = "/m"\nenv = "gpu"\n', ["model[0].env: no [env.gpu] in this file"]),
@@ -196,6 +198,12 @@ def test_long_root_is_refused_because_of_the_socket_limit():
     with pytest.raises(ConfigError) as caught:
         parse_stack(HEAD + f'root = "/{"x" * 120}"\n', FILE)
     assert "stack.root: the supervisord socket" in str(caught.value)
+
+
+def test_fault_settings_of_the_gateway():
+    assert (parse("").api.hold_timeout_s, parse("").api.migration_limit) == (120.0, 2)
+    api = parse('[api]\nhold_timeout = "0s"\nmigration_limit = 0\n').api
+    assert (api.hold_timeout_s, api.migration_limit) == (0.0, 0)       # off: a 503 at once, never re-sent
 
 
 def test_open_api_without_keys_warns():

@@ -70,25 +70,3 @@ def test_view_rereads_on_mtime_change_only(short_tmp):
     path.unlink()
     clock.now = 1.2
     assert view.unhealthy() == {}
-
-
-def test_drains_are_read_from_drain_json_and_skipped_like_unhealthy_programs(short_tmp):
-    from baremetal.gateway.health import DrainReader, RoutingVerdicts
-    from baremetal.gateway.routing import Backend, order_backends
-
-    clock = Clock()
-    watchdog_file, drain_file = short_tmp / "watchdog.json", short_tmp / "drain.json"
-    verdicts = RoutingVerdicts(VerdictReader(watchdog_file, clock=clock, wall_clock=lambda: NOW),
-                               DrainReader(drain_file, clock=clock, wall_clock=lambda: NOW))
-    assert verdicts.unhealthy() == {}                               # no files: nothing kept from routing
-    write(watchdog_file, {"updated_s": NOW, "programs": {"a": {"phase": "ready", "healthy": False}}}, 1_000)
-    write(drain_file, {"programs": {"b": {"since_s": NOW - 1, "until_s": NOW + 29, "reason": "update"}}}, 1_000)
-    clock.now = 0.3
-    found = verdicts.unhealthy()
-    assert found == {"a": Verdict("ready"), "b": Verdict("draining", "draining before a planned change (baremetal up)")}
-    a, b = (Backend("chat", "vllm", f"http://127.0.0.1:{port}", name) for name, port in (("a", 1), ("b", 2)))
-    order, skipped = order_backends((a, b), {}, found, 0.0)
-    assert order == [a] and skipped == ["b: draining before a planned change (baremetal up)"]
-    write(drain_file, {"programs": {}}, 2_000)                      # back in routing
-    clock.now = 0.6
-    assert verdicts.unhealthy() == {"a": Verdict("ready")}

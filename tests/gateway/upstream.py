@@ -3,9 +3,11 @@
 Run: python -m tests.gateway.upstream --port PORT [--name NAME]. A uvicorn server (as vLLM's is) that
 answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank and
 score. Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
-answering, `x_chunks` sets the number of streamed chunks, `x_interval_s` the pause after each, `x_status` answers
-with that status. `--graceful-s 0` makes it cut its requests in flight on SIGTERM, as a server that
-does not drain.
+answering, `x_chunks` sets the number of streamed chunks, `x_interval_s` the pause after each, `x_status`
+answers with that status, and `x_fault: {NAME: FAULT}` makes only the upstream called NAME misbehave:
+"status:503" answers 503, "drop_after:N" breaks the connection after N streamed chunks, "hang_after:N"
+goes silent after them, "delay:S" waits S seconds before answering. `--graceful-s 0` makes it cut its
+requests in flight on SIGTERM, as a server that does not drain.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
 
@@ -90,7 +92,9 @@ async def app(scope, receive, send):
 
 
 async def _respond(scope, receive, send, payload: dict) -> None:
-    delay_s = float(payload.get("x_delay_s", 0))
+    fault = (payload.get("x_fault") or {}).get(NAME, "")
+    kind, _, number = fault.partition(":")
+    delay_s = float(number) if kind == "delay" else float(payload.get("x_delay_s", 0))
     if delay_s:
         waiter = asyncio.ensure_future(receive())      # http.disconnect arrives here if the client leaves
         done, _ = await asyncio.wait({waiter}, timeout=delay_s)
@@ -98,7 +102,7 @@ async def _respond(scope, receive, send, payload: dict) -> None:
             SEEN["abandoned"].append(scope["path"])
             return
         waiter.cancel()
-    status = int(payload.get("x_status", 200))
+    status = int(number) if kind == "status" else int(payload.get("x_status", 200))
     if status != 200:
         body = json.dumps({"error": {"message": f"told to answer {status}", "type": "test", "code": status}}).encode()
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
@@ -117,6 +121,12 @@ async def _respond(scope, receive, send, payload: dict) -> None:
     interval_s = float(payload.get("x_interval_s", 0))
     watcher = asyncio.ensure_future(receive()) if interval_s else None   # uvicorn's send() stays silent
     for index in range(int(payload.get("x_chunks", 8))):
+        if kind in ("drop_after", "hang_after") and index == int(number):
+            if kind == "drop_after":
+                raise ConnectionResetError("told to drop the connection")     # uvicorn closes it mid-body
+            await receive()                                                   # silent until the client leaves
+            SEEN["abandoned"].append(scope["path"])
+            return
         await send({"type": "http.response.body", "body": _chunk(model, {"content": f"tok{index} "}), "more_body": True})
         if watcher:
             await asyncio.sleep(interval_s)
