@@ -8,6 +8,8 @@ rounds, and each ratio taken within a round, with its spread (min-max) across ro
     BAREMETAL_TEST_CACHE=/work/cache .venv/bin/python scripts/bench_gateway.py [--rounds 3] [--only instant]
     # a GPU host (vLLM installed in --python; scripts/gpu_check.sh bench does the install and runs this)
     python3 scripts/bench_gateway.py --gpu --python python3 --out DIR [--rounds 5] [--levels 1,16,64,128,256]
+    # what the witness (run/gateway.json) costs, in-process, no stack needed
+    .venv/bin/python scripts/bench_gateway.py --only witness
 
 Backends: "instant" (tests/gateway/upstream.py, answers at once: the gateway's own cost), "vllm" (tiny-chat;
 on a GPU in bf16 on GPU 0, 128-token completions, ignore_eos) and, on CPU, "fastchat" (a FastChat worker,
@@ -407,11 +409,51 @@ def stack_targets(folder: Path, only: set[str], workers: int, gpu: bool, python:
         yield targets
 
 
+def witness_cost(rounds: int = 5, requests: int = 20_000, chunks: int = 16) -> dict[str, float]:
+    """What the gateway's witness adds (medians of `rounds`, in-process): per request, the hooks of one
+    streamed answer (ticket opened, `chunks` chunks noted, closed); per write of gateway.json with 64
+    requests in flight, building and writing it (it writes at most 4 times a second)."""
+    from baremetal.gateway.routing import Backend
+    from baremetal.gateway.witness import Witness, received
+    from baremetal.host.files import atomic_write
+
+    backends = (Backend("chat", "vllm", "http://127.0.0.1:1", "a"), Backend("chat", "vllm", "http://127.0.0.1:2", "b"))
+    with tempfile.TemporaryDirectory(prefix="bm-witness-", dir="/tmp") as folder:
+        witness = Witness(Path(folder) / "gateway.json", {"chat": backends}, lambda: {})
+        per_request, per_write = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for index in range(requests):
+                ticket = witness.opened(backends[index % 2])
+                for _ in range(chunks):
+                    received()
+                ticket.close()
+            per_request.append((time.perf_counter() - started) / requests)
+            open_tickets = [witness.opened(backends[index % 2]) for index in range(64)]
+            started = time.perf_counter()
+            for _ in range(200):
+                atomic_write(witness.path, witness.snapshot(time.time()), 0o640, False)
+            per_write.append((time.perf_counter() - started) / 200)
+            for ticket in open_tickets:
+                ticket.close()
+    return {"hooks_us_per_streamed_request": statistics.median(per_request) * 1e6,
+            "write_us_with_64_in_flight": statistics.median(per_write) * 1e6,
+            "spread_us_per_request": (max(per_request) - min(per_request)) * 1e6}
+
+
+def witness_words(cost: dict[str, float]) -> str:
+    return (f"The witness (gateway.json), in-process, medians of 5 rounds: {cost['hooks_us_per_streamed_request']:.1f} "
+            f"us of hooks per streamed request of 16 chunks (spread {cost['spread_us_per_request']:.1f} us), "
+            f"{cost['write_us_with_64_in_flight']:.0f} us per write of the file with 64 requests in flight, in a "
+            "thread of its own (at most 4 writes a second).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3 on CPU, 5 with --gpu)")
-    parser.add_argument("--only", action="append", choices=["instant", "vllm", "fastchat"],
-                        help="benchmark only these backends (repeatable; default: all)")
+    parser.add_argument("--only", action="append", choices=["instant", "vllm", "fastchat", "witness"],
+                        help="benchmark only these backends (repeatable; default: all); `witness` alone measures "
+                             "only the cost of gateway.json, in-process, with no stack")
     parser.add_argument("--levels", default=None, help="concurrency levels (default 1,16,64; --gpu: 1,16,64,128,256)")
     parser.add_argument("--workers", type=int, default=None, help="processes of the second gateway (default: 2, --gpu 4)")
     parser.add_argument("--gpu", action="store_true", help="a GPU host: tiny-chat in bf16 on GPU 0 with the vLLM "
@@ -420,6 +462,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the table and the numbers here")
     args = parser.parse_args()
     only = set(args.only or (["instant", "vllm"] if args.gpu else ["instant", "vllm", "fastchat"]))
+    if only == {"witness"}:
+        print(witness_words(witness_cost()))
+        return
     levels = tuple(int(level) for level in (args.levels or ("1,16,64,128,256" if args.gpu else "1,16,64")).split(","))
     if args.gpu:
         plan = Plan(levels, args.rounds or 5, 128, {"instant": lambda c: max(400, 8 * c), "vllm": lambda c: max(8, 2 * c)})
@@ -434,7 +479,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bm-bench-", dir="/tmp") as folder:
         with stack_targets(Path(folder), only, workers, args.gpu, args.python) as targets:
             results = bench([t for t in targets if t.backend in only], plan, saver(args.out, plan))
-    print(report(results, plan))
+    print(report(results, plan) + "\n\n" + witness_words(witness_cost()))
 
 
 if __name__ == "__main__":

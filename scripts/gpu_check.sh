@@ -15,6 +15,8 @@
 #   bash scripts/gpu_check.sh part
 #   bash scripts/gpu_check.sh run [--tp 2 [--backend mp|ray]]   (several GPUs: tensor-parallel chat;
 #                                                                 Ray's backend needs Ray carried as wheels)
+#   bash scripts/gpu_check.sh faults [--clients 8]   (instead of run: scripts/bench_faults.py --gpu, two
+#                                                     replicas of tiny-chat on GPU 0, faults off and on)
 # `run` installs vLLM, its missing imports, supervisor and baremetal into the image's python3 (an env of
 # kind "system"), checks the NVML path (scripts/gpu_check.py), then runs scripts/gpu_node_check.py: the
 # stack up on GPU 0, requests through the gateway, a frozen engine caught and restarted, and down. It
@@ -49,8 +51,8 @@ part)
   ;;
 run)
   install
-  python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
   shift
+  python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
   python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)" "$@"
   ;;
 bench)
@@ -58,8 +60,14 @@ bench)
   shift
   python3 scripts/bench_gateway.py --gpu --python "$(command -v python3)" --out "$OUT" "$@"
   ;;
+faults)
+  install
+  shift
+  # Two replicas of tiny-chat on GPU 0, faults and changes with drain/hold/migration off and on.
+  python3 scripts/bench_faults.py --gpu --python "$(command -v python3)" --root /tmp/bmf --out "$OUT" "$@"
+  ;;
 *)
-  echo "usage: scripts/gpu_check.sh part|run|bench   (see the comment at its top)" >&2
+  echo "usage: scripts/gpu_check.sh part|run|faults|bench   (see the comment at its top)" >&2
   exit 2
   ;;
 esac

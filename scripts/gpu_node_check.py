@@ -20,7 +20,11 @@ interpreter `--python` (an env of kind "system"). What it does, in order, each s
    memory is gone, and the time until the gateway serves a chat again; from the restart's evidence
    folder (copied to DIR/evidence/): the frozen process's py-spy stack, the hang kind (from its state,
    and from NVML's readings alone), the seconds the evidence added before the stop, NCCL dumps (--tp);
-6. `baremetal down`, then NVML: no process and no memory of ours left on the GPU.
+6. the kill: a streamed completion in flight, the chat model's API server SIGKILLed (its only replica):
+   the stream is held, then continued on the restarted server, with the same text as without the
+   fault; the killed server's EngineCore (on the GPU) is ended by the watchdog (a `remains` event),
+   NVML is asked whether it still holds memory;
+7. `baremetal down`, then NVML: no process and no memory of ours left on the GPU.
 
 With --user NAME the stack has `[stack] user = NAME`: `baremetal install --systemd --unit-dir DIR/unit`
 creates the user and writes the sandboxed unit (scored by `systemd-analyze security --offline=yes` where
@@ -65,6 +69,7 @@ python = "{python}"
 kind = "gateway"
 port = {api_port}
 api_keys = ["{key}"]
+hold_timeout = "10m"    # a held stream outlasts the chat model's restart (torch.compile, CUDA graphs)
 [watchdog]
 metrics_port = {metrics_port}
 [[model]]
@@ -351,6 +356,51 @@ class Check:
                 "serving_again_s": round(served_at - frozen_at, 1), "in_flight_request": outcome.get("end"),
                 **evidence}
 
+    def kill(self) -> dict:
+        """SIGKILL of the chat model's API server with a stream in flight (its only replica): the stream is
+        held, then continued on the new server with the same text as without the fault; what the killed
+        server left (its EngineCore, on the GPU) is ended by the watchdog (a `remains` event)."""
+        import psutil
+
+        ask = dict(model="tiny-chat", prompt="def main():", max_tokens=1200, temperature=0,
+                   extra_body={"ignore_eos": True, "skip_special_tokens": False})
+        reference = self.client().completions.create(**ask, timeout=600).choices[0].text
+        server = psutil.Process(self.supervisor().process("vllm-chat").pid)
+        left = server.children(recursive=True)
+        before = self.gpu0()
+        pieces, outcome = [], {}
+
+        def in_flight():
+            try:
+                for chunk in self.client().completions.create(**ask, stream=True, timeout=600):
+                    pieces.append(chunk.choices[0].text if chunk.choices else "")
+                outcome["end"] = "finished"
+            except Exception as error:  # noqa: BLE001 - recorded
+                outcome["end"] = f"{type(error).__name__}: {error}"
+        thread = threading.Thread(target=in_flight, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while len(pieces) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before_kill = len(pieces)
+        server.kill()
+        killed_at = time.monotonic()
+        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in left):
+            assert time.monotonic() - killed_at < 60, "the killed server's processes still run after 60 s"
+            time.sleep(0.05)
+        remains_s = time.monotonic() - killed_at
+        after_remains = self.gpu0()
+        thread.join(600)
+        text = "".join(pieces)
+        said = [e for e in self.events("remains", "vllm-chat") if e.get("instance_pid") == server.pid]
+        return {"pieces_before_kill": before_kill, "stream": outcome.get("end"), "same_text": text == reference,
+                "chars": [len(text), len(reference)], "done_after_s": round(time.monotonic() - killed_at, 1),
+                "left_by_the_killed_server": [f"{p.pid}" for p in left], "remains_ended_after_s": round(remains_s, 2),
+                "remains_event": said[-1]["message"][:300] if said else None,
+                "left_on_gpu_before": {p.pid: before["processes"].get(p.pid) for p in left},
+                "left_on_gpu_after": [p.pid for p in left if p.pid in after_remains["processes"]],
+                "gpu0_used_mib": [before["memory_used_mib"], after_remains["memory_used_mib"], self.gpu0()["memory_used_mib"]]}
+
     def evidence(self, restart: dict, report: dict, frozen_pid: int) -> dict:
         """The evidence folder of that restart: the frozen process's stack, the hang kind (from the process
         states, and from NVML's readings alone), the time it added before the stop; copied into --out."""
@@ -434,6 +484,7 @@ def main() -> int:
             check.step("requests", check.requests)
             check.step("top", check.top)
             check.step("hang", check.hang)
+            check.step("kill", check.kill)
             check.step("status-after", check.status)
         check.step("down", check.down)
     check.keep_logs()

@@ -19,6 +19,9 @@ TIMEOUT_HELP = ("How long to wait for readiness, e.g. 90s, 20m, or a bare number
 TIMEOUT_FLOOR_S = 1.0
 PROBE_TIMEOUT_FLOOR_S = 0.01
 WATCH_INTERVAL_FLOOR_S = 0.1
+DRAIN_HELP = ("How long a program that is about to stop may finish the requests it has in flight, while the "
+              "gateway sends it no new ones, e.g. 30s or a bare number of seconds; 0s stops it at once "
+              "(default: the stack's api.drain_timeout).")
 
 
 def _timeout_s(text: str | None, stack) -> float:
@@ -35,6 +38,16 @@ def _duration(text: str, flag: str, floor_s: float) -> float:
         return duration_at_least(floor_s)(text)
     except FieldError as error:
         raise click.BadParameter(str(error), param_hint=flag) from None
+
+
+def _drain_timeout_s(text: str | None, stack) -> float:
+    if text is None:
+        return stack.api.drain_timeout_s
+    return _duration(text, "--drain-timeout", 0.0)
+
+
+def _drain_option(function):
+    return click.option("--drain-timeout", metavar="DURATION", default=None, help=DRAIN_HELP)(function)
 
 
 def _progress():
@@ -76,15 +89,20 @@ def _targets(stack, client, names: tuple[str, ...]) -> tuple[list[str], dict]:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until every program runs and answers its readiness probe.")
 @click.option("--timeout", metavar="DURATION", default=None, help=TIMEOUT_HELP)
+@_drain_option
 @config_option
-def up(wait: bool, timeout: str | None, config_path: Path) -> None:
+def up(wait: bool, timeout: str | None, drain_timeout: str | None, config_path: Path) -> None:
     """Render the stack, start its supervisord if needed, apply changes, wait until everything serves.
 
     Only programs whose files changed restart; added ones start, removed ones stop, ones that were
-    stopped or gave up start again. Running it again with nothing changed restarts nothing. Readiness
-    means RUNNING in supervisord and a real request answered: a 1-token completion (or an embedding,
-    a rerank) for vLLM, the worker status for FastChat, /v1/models for the API, the `health` URL of a
-    [[program]]. On failure it names the program, its state and the last lines of its logs, and exits 1.
+    stopped or gave up start again. Running it again with nothing changed restarts nothing. A program
+    the gateway routes to is drained before it stops (no new requests; those in flight finish), and
+    replicas of one model restart one at a time, the next only once the previous one serves again
+    (also with --no-wait, which then returns once the last one is started); when one does not come
+    back, the others keep running as they were. Readiness means RUNNING in supervisord and a real
+    request answered: a 1-token completion (or an embedding, a rerank) for vLLM, the worker status
+    for FastChat, /v1/models for the API, the `health` URL of a [[program]]. On failure it names the
+    program, its state and the last lines of its logs, and exits 1.
     """
     from baremetal.plan.owner import check_root
     from baremetal.stack.lifecycle import up as bring_up
@@ -92,19 +110,22 @@ def up(wait: bool, timeout: str | None, config_path: Path) -> None:
     stack = load(config_path)
     check_root(stack)        # before the stack's lock is taken: nothing of another stack's root is touched
     timeout_s = _timeout_s(timeout, stack)
-    bring_up(stack, say=click.echo, progress=_progress(), wait=wait, timeout_s=timeout_s)
+    bring_up(stack, say=click.echo, progress=_progress(), wait=wait, timeout_s=timeout_s,
+             drain_timeout_s=_drain_timeout_s(drain_timeout, stack))
 
 
 @click.command()
 @click.argument("programs", nargs=-1)
+@_drain_option
 @config_option
-def down(programs: tuple[str, ...], config_path: Path) -> None:
+def down(programs: tuple[str, ...], drain_timeout: str | None, config_path: Path) -> None:
     """Stop programs, or with none: every program and supervisord itself.
 
     supervisord stops programs in reverse start order (the API before the workers), each with its whole
     process group (vLLM's engine core and tensor-parallel ranks). Afterwards baremetal checks by pid that
     no process of the stack is left, and ends any that outlived its program. PROGRAM may be a program
-    name or a model's served name.
+    name or a model's served name; a program the gateway routes to is drained first (no new requests,
+    those in flight finish; --drain-timeout).
     """
     from baremetal.stack.lifecycle import shutdown
     from baremetal.supervisord import daemon
@@ -112,7 +133,7 @@ def down(programs: tuple[str, ...], config_path: Path) -> None:
     stack = load(config_path)
     client = _client(stack)
     if programs:
-        _stop(stack, client, programs)
+        _stop(stack, client, programs, _drain_timeout_s(drain_timeout, stack))
         return
     from baremetal.plan.pipeline import known_specs
 
@@ -121,39 +142,52 @@ def down(programs: tuple[str, ...], config_path: Path) -> None:
     click.echo(f"stack {stack.stack.name!r} is down")
 
 
-def _stop(stack, client, names: tuple[str, ...]) -> None:
-    targets, _specs = _targets(stack, client, names)
-    for name in reversed(targets):
-        client.stop(name)
-        click.echo(f"stopped {name}")
-
-
-def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | None, restart: bool) -> None:
-    from baremetal.errors import BaremetalError
-    from baremetal.plan.spec import ProgramSpec
-    from baremetal.stack.lifecycle import wait_ready
+def _stop(stack, client, names: tuple[str, ...], drain_timeout_s: float) -> None:
+    from baremetal.stack import changes
+    from baremetal.supervisord import daemon
 
     targets, specs = _targets(stack, client, names)
-    timeout_s = _timeout_s(timeout, stack)
+    with daemon.stack_lock(stack, click.echo):
+        changes.stop(changes.Changer(stack, client, specs, click.echo, drain_timeout_s), targets)
+
+
+def _start(stack, client, names: tuple[str, ...], wait: bool, timeout: str | None, restart: bool,
+           drain_timeout_s: float = 0.0) -> None:
+    import time
+
+    from baremetal.errors import BaremetalError
+    from baremetal.plan.spec import ProgramSpec
+    from baremetal.stack import changes
+    from baremetal.stack.lifecycle import wait_ready
+    from baremetal.supervisord import daemon
+
+    targets, specs = _targets(stack, client, names)
+    deadline_s = time.monotonic() + _timeout_s(timeout, stack)
     blocked = [f"{name}: {specs[name].blocked}" for name in targets if name in specs and specs[name].blocked]
     if blocked:
         raise BaremetalError("not started, its GPUs are cordoned: " + "; ".join(blocked))
-    if restart:
-        for name in reversed(targets):
-            client.stop(name)
-            click.echo(f"stopped {name}")
-    for name in targets:
-        client.start(name, wait=False)
-        click.echo(f"starting {name}")
-    if wait:
+    progress = _progress()
+
+    def wait_for(batch: list[str]) -> None:
         from baremetal.config.api_keys import probe_key
         from baremetal.stack.http_client import LiteClient
 
         waited = [specs.get(name) or ProgramSpec(name=name, role="program", argv=(), environment={}, priority=0)
-                  for name in targets]
-        result = wait_ready(stack, client, waited, timeout_s, _progress(), LiteClient(),
-                            probe_key(stack.api) if any(s.probe and s.probe.kind == "openai" for s in waited) else None)
-        click.echo(f"{len(targets)} program(s) running and ready ({result.elapsed_s:.1f}s)")
+                  for name in batch]
+        key = probe_key(stack.api) if any(s.probe and s.probe.kind == "openai" for s in waited) else None
+        result = wait_ready(stack, client, waited, max(1.0, deadline_s - time.monotonic()), progress, LiteClient(), key)
+        click.echo(f"{len(batch)} program(s) running and ready ({result.elapsed_s:.1f}s)")
+
+    if restart:
+        with daemon.stack_lock(stack, click.echo):
+            changer = changes.Changer(stack, client, specs, click.echo, drain_timeout_s)
+            changes.restart(changer, targets, wait_for, wait_last=wait)
+        return
+    for name in targets:
+        client.start(name, wait=False)
+        click.echo(f"starting {name}")
+    if wait:
+        wait_for(targets)
 
 
 def _program_options(function):
@@ -178,28 +212,38 @@ def start(programs: tuple[str, ...], wait: bool, timeout: str | None, config_pat
 
 @click.command()
 @click.argument("programs", nargs=-1, required=True)
+@_drain_option
 @config_option
-def stop(programs: tuple[str, ...], config_path: Path) -> None:
+def stop(programs: tuple[str, ...], drain_timeout: str | None, config_path: Path) -> None:
     """Stop programs (by program name, or a model's served name) with their whole process group.
 
-    They stay stopped until `baremetal start` or `baremetal up`. Exits 2 for an unknown name, 3 when
+    A program the gateway routes to is drained first: the gateway sends it no new requests (they go to
+    its other replicas, or wait for it) and those in flight finish, for at most --drain-timeout. They
+    stay stopped until `baremetal start` or `baremetal up`. Exits 2 for an unknown name, 3 when
     supervisord is not running.
     """
     stack = load(config_path)
-    _stop(stack, _client(stack), programs)
+    _stop(stack, _client(stack), programs, _drain_timeout_s(drain_timeout, stack))
 
 
 @click.command()
 @_program_options
+@_drain_option
 @config_option
-def restart(programs: tuple[str, ...], wait: bool, timeout: str | None, config_path: Path) -> None:
+def restart(programs: tuple[str, ...], wait: bool, timeout: str | None, drain_timeout: str | None,
+            config_path: Path) -> None:
     """Stop and start programs (by program name, or a model's served name), then wait until they serve.
 
-    Exits 2 for an unknown name (listing the programs), 3 when supervisord is not running, 1 when a
-    program fails to come back (with its state and the last lines of its logs).
+    Each is drained first (the gateway sends it no new requests; those in flight finish, for at most
+    --drain-timeout), and the replicas of one model go one at a time: the next only once the previous
+    one serves again (also with --no-wait), so the model keeps answering. An operator's restart does
+    not count against the watchdog's restart budget. Exits 2 for an unknown name (listing the
+    programs), 3 when supervisord is not running, 1 when a program fails to come back (with its state
+    and the last lines of its logs; the replicas not yet restarted are left running).
     """
     stack = load(config_path)
-    _start(stack, _client(stack), programs, wait, timeout, restart=True)
+    _start(stack, _client(stack), programs, wait, timeout, restart=True,
+           drain_timeout_s=_drain_timeout_s(drain_timeout, stack))
 
 
 @click.command()

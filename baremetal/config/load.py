@@ -31,7 +31,7 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # probes that time out at once fail healthy programs, and a restart budget over a 1 s window is no budget.
 WATCHDOG_FLOORS_S = {"interval": 0.05, "probe_timeout": 0.1, "stall_after": 1.0, "busy_stall_after": 1.0,
                      "load_timeout": 1.0, "restart_window": 60.0, "restart_backoff": 0.0, "kill_after": 0.1,
-                     "start_stall_after": 1.0}
+                     "start_stall_after": 1.0, "idle_probe_interval": 1.0}
 
 
 def resolve_config_path(option: str | os.PathLike | None) -> Path:
@@ -246,12 +246,17 @@ class _Reader:
                       backend_idle_timeout_s=table.take("backend_idle_timeout", t.duration_at_least(1.0), 600.0))
         named = read_named_keys(table.take("key", lambda v: v, None), self.problems, checks.key_spec_problem)
         workers = table.take("workers", t.integer(1, 64), 1)
+        drain_timeout_s = table.take("drain_timeout", t.duration_s, 30.0)
+        hold_timeout_s = table.take("hold_timeout", t.duration_s, 120.0)
+        migration_limit = table.take("migration_limit", t.integer(0, 100), 2)
         table.finish()
         for index, spec in enumerate(keys):
             problem = checks.key_spec_problem(spec)
             if problem:
                 self.problems.add(f"api.api_keys[{index}]", problem)
-        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, named_keys=named, workers=workers, **limits)
+        return Api(kind=kind, host=host, port=port, api_keys=keys, env=env, named_keys=named, workers=workers,
+                   drain_timeout_s=drain_timeout_s, hold_timeout_s=hold_timeout_s, migration_limit=migration_limit,
+                   **limits)
 
     def read_watchdog(self) -> Watchdog:
         # Defaults measured with scripts/bench_watchdog.py: a frozen engine is caught in about 3-4 s,
@@ -277,6 +282,7 @@ class _Reader:
             start_stall_after_s=table.take("start_stall_after", floor("start_stall_after"), 300.0),
             gpu_reset=table.take("gpu_reset", t.boolean, False),
             evidence_keep=table.take("evidence_keep", t.integer(1, 10000), 20),
+            idle_probe_interval_s=table.take("idle_probe_interval", floor("idle_probe_interval"), 30.0),
         )
         table.finish()
         if watchdog.busy_stall_after_s < watchdog.stall_after_s:

@@ -103,6 +103,9 @@ class Api:
     backend_idle_timeout_s: float = 600.0
     named_keys: tuple[ApiKey, ...] = ()   # [[api.key]] tables, next to the unnamed api_keys
     workers: int = 1            # gateway processes sharing the port (SO_REUSEPORT)
+    drain_timeout_s: float = 30.0   # planned stops wait this long for requests in flight (0: no drain)
+    hold_timeout_s: float = 120.0   # how long a request may wait for a replica of its model (0: no holding)
+    migration_limit: int = 2        # re-sends of one request to another (or a restarted) replica
 
     @property
     def key_specs(self) -> tuple[str, ...]:
@@ -205,6 +208,7 @@ class Watchdog:
     start_stall_after_s: float = 300.0   # loading with no sign of progress this long: restarted
     gpu_reset: bool = False              # may `nvidia-smi -r` a cordoned GPU that nothing else uses
     evidence_keep: int = 20              # evidence folders kept under <root>/evidence
+    idle_probe_interval_s: float = 30.0  # a canary only for an engine nothing has used for this long
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,16 @@ class Stack:
     def watchdog_state_path(self) -> Path:
         """The watchdog's state file (watchdog.state_file), read by the gateway and `status`."""
         return self.run_dir / "watchdog.json"
+
+    @property
+    def gateway_state_path(self) -> Path:
+        """The gateway's witness file: requests in flight per backend (stack.gateway_view reads it)."""
+        return self.run_dir / "gateway.json"
+
+    @property
+    def drain_path(self) -> Path:
+        """Programs taken out of routing for a planned stop, and the CLI's changes (stack.drain)."""
+        return self.run_dir / "drain.json"
 
     @property
     def membership_path(self) -> Path:

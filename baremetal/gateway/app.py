@@ -15,10 +15,11 @@ from typing import Any
 
 from baremetal import __version__
 from baremetal.config.model import Stack
-from baremetal.gateway import fastchat, intake, passthrough, responses_stream
+from baremetal.gateway import fastchat, flights, intake, passthrough, responses_stream
 from baremetal.gateway.chat_template import TemplateRenderer, load_model_template
 from baremetal.gateway.connections import ClientLimits
 from baremetal.gateway.conversation import Conversation
+from baremetal.gateway.draining import DrainReader
 from baremetal.gateway.endpoints import BY_PATH
 from baremetal.gateway.errors import GatewayError, bad_gateway, unauthorized
 from baremetal.gateway.exchange import Exchange, Handler
@@ -30,6 +31,7 @@ from baremetal.gateway.models import ModelCatalog, common_version
 from baremetal.gateway.routing import Backend, Balancer, ResponseOwners, routes_from_stack
 from baremetal.gateway.upstream import BackendFailed, BackendUnreachable, Upstream
 from baremetal.gateway.usage import UsageBook
+from baremetal.gateway.witness import Witness
 from baremetal.gateway.worker import ControllerDirectory, WorkerClient
 from baremetal.gateway.workers import WRITE_EVERY_S, node_page, worker_page
 from baremetal.host.files import atomic_write
@@ -39,12 +41,12 @@ from baremetal.metrics.prometheus import CONTENT_TYPE
 log = logging.getLogger("baremetal.gateway")
 
 
-async def _fastchat(gateway: "Gateway", call, backend: Backend, respond) -> None:
+async def _fastchat(gateway: "Gateway", call, backend: Backend, respond, failover=None) -> None:
     """FastChat workers: their chat path, and the Responses API built on it."""
     if call.endpoint == "responses":
-        await responses_stream.serve(gateway, call, backend, respond, fastchat.serve)
+        await responses_stream.serve(gateway, call, backend, respond, fastchat.serve, failover)
     else:
-        await fastchat.serve(gateway, call, backend, respond)
+        await fastchat.serve(gateway, call, backend, respond, failover)
 
 
 HANDLERS: dict[str, Handler] = {"vllm": intake.metered(passthrough.serve, ask_usage=True),
@@ -70,10 +72,14 @@ class Gateway:
         self.intake = intake
         self.access_log = access_log
         self.response_ids = ResponseOwners()
+        self.flights = flights.Flights()
+        self._monitor: asyncio.Task | None = None
         self.upstream: Upstream | None = None
         self.workers: WorkerClient | None = None
         self.directory: ControllerDirectory | None = None
         self.catalog: ModelCatalog | None = None
+        self.witness: Witness | None = None
+        self._witness_task: Any = None
         self.configure(stack, keys)
 
     def configure(self, stack: Stack, keys: KeyTable) -> None:
@@ -85,7 +91,13 @@ class Gateway:
         self.keys = keys                  # replaced whole on a reload; the limiter keeps counting by name
         self.routes = routes_from_stack(stack)
         self.watchdog = VerdictReader(stack.watchdog_state_path,
-                                     stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
+                                      stale_after_s=max(30.0, 10 * stack.watchdog.interval_s))
+        self.drains = DrainReader(stack.drain_path)
+        if self.witness is None:
+            self.witness = Witness(stack.gateway_state_path, self.routes, self.drains.draining, self.routable,
+                                   on_drained=self.metrics.drained, shared=self.worker)
+        else:
+            self.witness.follow(self.routes, self.drains.draining)
         self.controller_url = controller_url(stack.controller) if stack.controller.enabled else None
         self._renderers: dict[Path, TemplateRenderer | None] = {}
         self.limits.client_timeout_s = stack.api.client_timeout_s
@@ -95,7 +107,7 @@ class Gateway:
             self.directory = ControllerDirectory(self.upstream, self.controller_url) if self.controller_url else None
 
     async def start(self) -> None:
-        """Open the HTTP client (it belongs to the running event loop)."""
+        """Open the HTTP client (it belongs to the running event loop) and start the request monitor."""
         self.upstream = Upstream(self.stack.api.backend_connect_timeout_s, self.stack.api.backend_idle_timeout_s)
         self.workers = WorkerClient(self.upstream)
         self.catalog = ModelCatalog(self.upstream, self.workers, self.started_s)
@@ -103,10 +115,19 @@ class Gateway:
             self.directory = ControllerDirectory(self.upstream, self.controller_url)
         if self.worker:
             self._writer = asyncio.ensure_future(self._write_page())
+        self._monitor = asyncio.ensure_future(flights.watch(self))
+        self._witness_task = asyncio.ensure_future(self.witness.run())
 
     async def stop(self) -> None:
         if self._writer:
             self._writer.cancel()
+        if self._monitor:
+            self._monitor.cancel()
+        if self._witness_task is not None:
+            self._witness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._witness_task
+            self.witness.close()
         if self.upstream:
             await self.upstream.close()
 
@@ -175,17 +196,24 @@ class Gateway:
                 return self._renderers[folder], None
         return None, await self.workers.conversation(backend)
 
-    def availability(self) -> dict[str, dict[str, Any]]:
-        """Per model: how many backends, and which can take requests now (no network calls)."""
-        unhealthy = self.watchdog.unhealthy()
+    def routable(self) -> set[str]:
+        """The backends that would get a new request now: not draining, not skipped on the watchdog's word,
+        not backing off after a refused connection (no network calls)."""
+        unhealthy, draining = self.watchdog.unhealthy(), self.drains.draining()
         now = time.monotonic()
-        out = {}
-        for model, backends in self.routes.items():
-            ready = [b.name for b in backends if (b.name not in unhealthy or unhealthy[b.name].last_resort)
-                     and self.balancer.state(b).down_until_s <= now]
-            out[model] = {"backends": len(backends), "available": ready,
-                          "in_flight": sum(self.balancer.state(b).in_flight for b in backends)}
-        return out
+        return {b.name for backends in self.routes.values() for b in backends
+                if (b.name not in unhealthy or unhealthy[b.name].last_resort)
+                and self.balancer.state(b).down_until_s <= now and b.name not in draining}
+
+    def availability(self) -> dict[str, dict[str, Any]]:
+        """Per model: how many backends, which can take requests now, which drain, how many requests are
+        in flight and held (no network calls)."""
+        routable, draining = self.routable(), self.drains.draining()
+        return {model: {"backends": len(backends), "available": [b.name for b in backends if b.name in routable],
+                        "draining": [b.name for b in backends if b.name in draining],
+                        "in_flight": sum(self.balancer.state(b).in_flight for b in backends),
+                        "held": self.metrics.held.get(model, 0)}
+                for model, backends in self.routes.items()}
 
 
 def _json(payload: Any, status: int = 200):

@@ -1,10 +1,12 @@
-"""One POST request from start to end: key, body, model, the backend attempts, metrics, and the client
-going away (which cancels the work, and so closes the connection to the backend, which stops it).
+"""One POST request from start to end: key, body, model, the backend attempts (baremetal.gateway.failover),
+metrics, and the client going away (which cancels the work, and so closes the connection to the
+backend, which stops it).
 
 An Exchange is a plain ASGI app per endpoint; backends answer through a Responder, which records the
-status and the time of the first body byte for the metrics, returns the request id, and meters the usage
-the engine reports (baremetal.gateway.usage). What happens before the first attempt (key, body, model,
-limits) and after the last byte (usage, limits, the log line) is baremetal.gateway.intake.
+status and the time of the first body byte for the metrics, returns the request id, meters the usage
+the engine reports (baremetal.gateway.usage), and tells the request's Flight when it sends (the monitor
+never cancels a request in the middle of a send). What happens before the first attempt (key, body,
+model, limits) and after the last byte (usage, limits, the log line) is baremetal.gateway.intake.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from baremetal.gateway.endpoints import ANTHROPIC_ENDPOINTS, Endpoint
-from baremetal.gateway.errors import GatewayError, bad_gateway, gateway_timeout, unavailable
+from baremetal.gateway.errors import GatewayError
+from baremetal.gateway.failover import Failover
+from baremetal.gateway.flights import Flight
 from baremetal.gateway.keys import OPEN, KeyIdentity
-from baremetal.gateway.upstream import BackendFailed, BackendTimedOut, BackendUnreachable
 from baremetal.gateway.usage import StreamMeter, Usage, usage_in
 from baremetal.gateway.validation import MAX_BODY_BYTES, body_too_large
 
@@ -53,9 +56,10 @@ class Responder:
     """Sends the answer through ASGI `send`; remembers what was sent."""
 
     def __init__(self, send: Callable[[dict], Awaitable[None]], started_s: float, request_id: str = "",
-                 anthropic: bool = False):
+                 anthropic: bool = False, flight: Flight | None = None):
         self._send = send
         self.started_s = started_s
+        self.flight = flight or Flight("", False)
         self.status = 0
         self.first_byte_s: float | None = None
         self.finished = False
@@ -66,6 +70,15 @@ class Responder:
         self.key: KeyIdentity | None = None   # set once the key is known (intake)
         self.head = b""                       # the answer's first bytes (a Response's id is there)
         self.model = ""                       # set once the model is known to be served
+
+    async def _out(self, message: dict) -> None:
+        flight = self.flight
+        flight.sending = True
+        try:
+            await self._send(message)
+        finally:
+            flight.sending = False
+            flight.wait_again()
 
     @property
     def started(self) -> bool:
@@ -78,19 +91,31 @@ class Responder:
 
     async def start(self, status: int, content_type: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.status = status
-        await self._send({"type": "http.response.start", "status": status,
-                          "headers": [(b"content-type", content_type), (b"x-request-id", self.request_id.encode()),
-                                      *headers]})
+        await self._out({"type": "http.response.start", "status": status,
+                         "headers": [(b"content-type", content_type), (b"x-request-id", self.request_id.encode()),
+                                     *headers]})
 
     async def chunk(self, data: bytes) -> None:
+        """Stream bytes to the client: the per-chunk path (kept cheap: _out inlined)."""
+        flight = self.flight
         if self.first_byte_s is None:
             self.first_byte_s = time.perf_counter() - self.started_s
             self.head = data[:512]
         if self.meter is not None:
             data = self.meter.feed(data)
-            if not data:
+            if not data:                   # held back until its event is whole (or a usage event taken out)
+                flight.waiting_since_s = time.monotonic()
                 return
-        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        flight.sending = True
+        try:
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            flight.sending = False
+            flight.waiting_since_s = time.monotonic()
+
+    async def comment(self, data: bytes) -> None:
+        """SSE comment bytes (keep-alive while held): not the answer's first byte, not metered."""
+        await self._out({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
         if self.first_byte_s is None and data:
@@ -98,7 +123,7 @@ class Responder:
         if self.meter is not None:
             data = (self.meter.feed(data) if data else b"") + self.meter.finish()
         self.finished = True
-        await self._send({"type": "http.response.body", "body": data, "more_body": False})
+        await self._out({"type": "http.response.body", "body": data, "more_body": False})
 
     async def whole(self, status: int, content_type: bytes, data: bytes,
                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -113,8 +138,6 @@ class Responder:
     async def error(self, error: GatewayError) -> None:
         headers = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers)
         await self.whole(error.status, JSON, error.anthropic_body() if self.anthropic else error.body(), headers)
-
-
 def header(scope: dict, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -146,7 +169,7 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> byte
             return b"".join(chunks)
 
 
-Handler = Callable[["Gateway", ClientRequest, "Backend", Responder], Awaitable[None]]
+Handler = Callable[["Gateway", ClientRequest, "Backend", Responder, Failover], Awaitable[None]]
 
 
 class Exchange:
@@ -159,14 +182,19 @@ class Exchange:
         self.anthropic = endpoint.name in ANTHROPIC_ENDPOINTS
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        intake = self.gateway.intake
-        respond = Responder(send, time.perf_counter(), anthropic=self.anthropic)
+        gateway = self.gateway
+        intake, flights = gateway.intake, gateway.flights
+        flight = Flight("", False, asyncio.current_task())
+        respond = Responder(send, time.perf_counter(), anthropic=self.anthropic, flight=flight)
         labels = ["", ""]                # model, backend: set once a backend is chosen
         admitted = False
         try:
-            call = await intake.read_request(self.gateway, self.spec, scope, receive, respond)
-            admitted = intake.admit(self.gateway, call)
-            await _until_disconnect(receive, respond, self._route(call, respond, labels))
+            call = await intake.read_request(gateway, self.spec, scope, receive, respond)
+            admitted = intake.admit(gateway, call)
+            flight.model, flight.stream = call.model, call.payload.get("stream") is True
+            flights.add(flight)
+            failover = Failover(gateway, call, respond, labels, respond.request_id)
+            await _until_disconnect(receive, respond, failover.run())
         except GatewayError as error:
             if not respond.started:
                 await respond.error(error)
@@ -179,49 +207,10 @@ class Exchange:
                 await respond.error(GatewayError(500, "The gateway failed on this request; its log has the "
                                                  "details.", "server_error", "internal_error"))
         finally:
-            self.gateway.metrics.answered(labels[0], labels[1], self.endpoint, respond.status or CLIENT_GONE,
-                                          time.perf_counter() - respond.started_s, respond.first_byte_s)
-            intake.settle(self.gateway, scope, respond, labels[1], admitted)
-
-    async def _route(self, call: ClientRequest, respond: Responder, labels: list[str]) -> None:
-        gateway = self.gateway
-        backends = await gateway.backends_of(call.model)
-        attempts, failures = gateway.balancer.plan(backends, gateway.watchdog.unhealthy(), time.monotonic())
-        for backend in attempts:
-            labels[:] = [call.model, backend.name]
-            for attempt in (1, 2):
-                outcome = await self._attempt(call, backend, respond)
-                if outcome is None:
-                    return
-                if not (outcome.same_again and attempt == 1):
-                    break
-            gateway.balancer.refused(backend, time.monotonic(), outcome.reason)
-            failures.append(f"{backend.name}: {outcome.reason}")
-        labels[:] = [call.model, ""]
-        raise unavailable(call.model, failures)
-
-    async def _attempt(self, call: ClientRequest, backend: "Backend", respond: Responder) -> BackendUnreachable | None:
-        """Serve through `backend`; None when answered, the failure when it never reached the backend."""
-        gateway = self.gateway
-        gateway.balancer.started(backend)
-        gateway.metrics.started(call.model, backend.name)
-        try:
-            await gateway.handler(backend)(gateway, call, backend, respond)
-            gateway.balancer.answered(backend)
-            return None
-        except BackendUnreachable as failure:
-            gateway.metrics.backend_error(backend.name, "unreachable")
-            if respond.started:
-                raise bad_gateway(f"{backend.name}: {failure.reason}") from None
-            return failure
-        except BackendFailed as failure:
-            timed_out = isinstance(failure, BackendTimedOut)
-            gateway.metrics.backend_error(backend.name, "timeout" if timed_out else "failed")
-            answer = gateway_timeout if timed_out else bad_gateway
-            raise answer(f"Backend {backend.name} of model {call.model!r} failed: {failure}") from None
-        finally:
-            gateway.balancer.finished(backend)
-            gateway.metrics.stopped(call.model, backend.name)
+            flights.remove(flight)
+            gateway.metrics.answered(labels[0], labels[1], self.endpoint, respond.status or CLIENT_GONE,
+                                     time.perf_counter() - respond.started_s, respond.first_byte_s)
+            intake.settle(gateway, scope, respond, labels[1], admitted)
 
 
 async def _until_disconnect(receive: Callable, respond: Responder, work: Awaitable[None]) -> None:

@@ -21,11 +21,13 @@ from baremetal.gateway.errors import GatewayError, bad_request
 from baremetal.gateway.exchange import JSON, ClientRequest, Responder
 from baremetal.gateway.passthrough import stream_error_event
 from baremetal.gateway.prompts import Prompt, build_prompt, normalise_messages
+from baremetal.gateway.resume import generate
 from baremetal.gateway.tool_calls import CompletedCall, Content, StreamParser, ToolRequest, parse_output, tool_request
 from baremetal.gateway.upstream import BackendFailed, BackendUnreachable
 
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
+    from baremetal.gateway.failover import Failover
     from baremetal.gateway.routing import Backend
 
 SSE = b"text/event-stream"
@@ -33,13 +35,14 @@ EMBEDDING_BATCH = 32
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 
 
-async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
-    """Answer `call` through the FastChat worker `backend`."""
+async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
+                failover: "Failover | None" = None) -> None:
+    """Answer `call` through the FastChat worker `backend` (a stream that breaks goes on at another worker)."""
     handlers = {"chat": _chat, "completions": _completions, "embeddings": _embeddings}
     handler = handlers.get(call.endpoint)
     if handler is None:
         raise bad_request(f"Model {call.model!r} runs on a FastChat worker, which does not serve {call.path}.")
-    await handler(gateway, call, backend, respond)
+    await handler(gateway, call, backend, respond, failover)
 
 
 def _sse(payload: dict) -> bytes:
@@ -117,7 +120,8 @@ def _usage(chunks: list[dict]) -> dict:
 
 
 # -- chat -------------------------------------------------------------------------------------------
-async def _chat(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
+async def _chat(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
+                failover: "Failover | None") -> None:
     payload = call.payload
     tools = tool_request(payload)
     messages = normalise_messages(payload["messages"])
@@ -134,7 +138,7 @@ async def _chat(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
     identity = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": call.model}
     if payload.get("stream"):
         await _chat_stream(gateway, backend, respond, params, prompt, tools, n, identity,
-                           _include_usage(payload))
+                           _include_usage(payload), failover)
         return
     finals = await _all([_generate_whole(gateway, backend, params) for _ in range(n)])
     choices = [_chat_choice(index, final, prompt, tools) for index, final in enumerate(finals)]
@@ -161,13 +165,15 @@ def _chat_choice(index: int, final: dict, prompt: Prompt, tools: ToolRequest) ->
 
 
 async def _chat_stream(gateway: "Gateway", backend: "Backend", respond: Responder, params: dict, prompt: Prompt,
-                       tools: ToolRequest, n: int, identity: dict, include_usage: bool) -> None:
+                       tools: ToolRequest, n: int, identity: dict, include_usage: bool,
+                       failover: "Failover | None") -> None:
     base = identity | {"object": "chat.completion.chunk"}
 
     def chunk(index: int, delta: dict, finish: str | None = None) -> bytes:
         return _sse(base | {"choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
-    await respond.start(200, SSE, ((b"cache-control", b"no-cache"),))
+    if not respond.started:      # else held: the stream started with keep-alive comments
+        await respond.start(200, SSE, ((b"cache-control", b"no-cache"),))
     finals: list[dict] = []
     try:
         for index in range(n):
@@ -175,7 +181,7 @@ async def _chat_stream(gateway: "Gateway", backend: "Backend", respond: Responde
             parser = StreamParser(tools.names, tools.parallel) if tools.active else None
             if parser:
                 parser.feed(prompt.prefill)
-            final, calls = await _stream_one(gateway, backend, respond, params, parser, index, chunk)
+            final, calls = await _stream_one(gateway, backend, respond, params, parser, index, chunk, failover)
             finals.append(final)
             finish = "tool_calls" if calls else (final.get("finish_reason") or "stop")
             await respond.chunk(chunk(index, {}, finish))
@@ -191,10 +197,10 @@ async def _chat_stream(gateway: "Gateway", backend: "Backend", respond: Responde
 
 
 async def _stream_one(gateway: "Gateway", backend: "Backend", respond: Responder, params: dict,
-                      parser: StreamParser | None, index: int, chunk) -> tuple[dict, int]:
+                      parser: StreamParser | None, index: int, chunk, failover: "Failover | None") -> tuple[dict, int]:
     """One choice's deltas; returns the worker's last chunk and the number of tool calls sent."""
     previous, final = "", {}
-    async with gateway.workers.generate(backend, params) as chunks:
+    async with generate(gateway, backend, params, failover) as chunks:
         async for output in chunks:
             final = output
             text = output.get("text", "").replace("\ufffd", "")
@@ -217,7 +223,8 @@ def _chat_delta(event: Content | CompletedCall, index: int, chunk) -> bytes:
 
 
 # -- completions ------------------------------------------------------------------------------------
-async def _completions(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
+async def _completions(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
+                       failover: "Failover | None") -> None:
     payload = call.payload
     prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
     if not prompts or not all(isinstance(text, str) for text in prompts):
@@ -235,7 +242,7 @@ async def _completions(gateway: "Gateway", call: ClientRequest, backend: "Backen
         jobs += [params] * n
     identity = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": call.model}
     if payload.get("stream"):
-        await _completions_stream(gateway, backend, respond, jobs, identity, _include_usage(payload))
+        await _completions_stream(gateway, backend, respond, jobs, identity, _include_usage(payload), failover)
         return
     finals = await _all([_generate_whole(gateway, backend, params) for params in jobs])
     choices = [{"index": index, "text": final.get("text", ""), "logprobs": final.get("logprobs"),
@@ -245,14 +252,15 @@ async def _completions(gateway: "Gateway", call: ClientRequest, backend: "Backen
 
 
 async def _completions_stream(gateway: "Gateway", backend: "Backend", respond: Responder, jobs: list[dict],
-                              identity: dict, include_usage: bool) -> None:
+                              identity: dict, include_usage: bool, failover: "Failover | None") -> None:
     base = identity | {"object": "text_completion"}
-    await respond.start(200, SSE, ((b"cache-control", b"no-cache"),))
+    if not respond.started:
+        await respond.start(200, SSE, ((b"cache-control", b"no-cache"),))
     finals = []
     try:
         for index, params in enumerate(jobs):
             previous, final = "", {}
-            async with gateway.workers.generate(backend, params) as chunks:
+            async with generate(gateway, backend, params, failover) as chunks:
                 async for output in chunks:
                     final = output
                     text = output.get("text", "").replace("\ufffd", "")
@@ -275,7 +283,8 @@ async def _completions_stream(gateway: "Gateway", backend: "Backend", respond: R
 
 
 # -- embeddings -------------------------------------------------------------------------------------
-async def _embeddings(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
+async def _embeddings(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
+                      failover: "Failover | None") -> None:
     payload = call.payload
     inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
     if not inputs or not all(isinstance(text, str) for text in inputs):

@@ -10,12 +10,12 @@ running) means no verdicts: every backend is tried, connection failures still co
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from baremetal.gateway.run_files import CachedDocument
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ class Verdict:
         """Still `ready` but failing probes (not yet stuck): tried only when nothing else answers, so one
         slow probe on a lone replica does not turn into 503s."""
         return self.phase == "ready"
+
+    @property
+    def for_good(self) -> bool:
+        """Down until an operator acts (stopped, given up, a hardware fault): not worth holding requests for."""
+        return self.phase in ("stopped", "given_up", "hardware_fault")
 
     @property
     def reason(self) -> str:
@@ -56,33 +61,13 @@ class VerdictReader:
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.path = path
         self.stale_after_s = stale_after_s
-        self.check_interval_s = check_interval_s
-        self.clock = clock
         self.wall_clock = wall_clock
-        self._checked_s = float("-inf")
-        self._mtime_ns: int | None = None
-        self._document: Any = None
+        self._file = CachedDocument(path, check_interval_s, clock)
         self._unhealthy: dict[str, Verdict] = {}
 
     def unhealthy(self) -> Mapping[str, Verdict]:
         """PROGRAM -> verdict for the programs the watchdog marks unhealthy now."""
-        now = self.clock()
-        if now - self._checked_s >= self.check_interval_s:
-            self._checked_s = now
-            self._refresh()
-            self._unhealthy = unhealthy_programs(self._document, self.wall_clock(), self.stale_after_s)
+        document, checked = self._file.read()
+        if checked:
+            self._unhealthy = unhealthy_programs(document, self.wall_clock(), self.stale_after_s)
         return self._unhealthy
-
-    def _refresh(self) -> None:
-        try:
-            mtime_ns = os.stat(self.path).st_mtime_ns
-        except OSError:
-            self._mtime_ns, self._document = None, None
-            return
-        if mtime_ns == self._mtime_ns:
-            return
-        try:
-            self._document = json.loads(self.path.read_bytes())
-            self._mtime_ns = mtime_ns
-        except (OSError, ValueError):
-            self._document = None   # mid-replace or corrupt: no verdicts until the next good write

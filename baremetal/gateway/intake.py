@@ -23,6 +23,7 @@ from baremetal.gateway.validation import check_fields, parse_body
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
     from baremetal.gateway.exchange import Handler
+    from baremetal.gateway.failover import Failover
     from baremetal.gateway.routing import Backend
 
 log = logging.getLogger("baremetal.gateway")
@@ -99,18 +100,20 @@ def admit(gateway: "Gateway", call: ClientRequest) -> bool:
 def metered(inner: "Handler", ask_usage: bool) -> "Handler":
     """`inner` with the answer's usage metered; with `ask_usage`, chat and completions streams whose client
     did not ask for usage ask the engine for it, and the usage event is taken out again."""
-    async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder) -> None:
+    async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
+                    failover: "Failover | None" = None) -> None:
         strip = False
         if (ask_usage and call.endpoint in STREAM_USAGE_ENDPOINTS and call.payload.get("stream") is True
                 and not wants_stream_usage(call.payload)):
             call, strip = with_stream_usage(call), True
         respond.meter = StreamMeter(strip)
-        await inner(gateway, call, backend, respond)
+        await inner(gateway, call, backend, respond, failover)
         if call.endpoint == "responses" and backend.kind != "fastchat":
             found = RESPONSE_ID.search(respond.head)
             if found:
                 gateway.response_ids.remember(found.group(1).decode(), backend)
 
+    serve.inner = inner         # the code that serves (a stream moves only between backends of the same)
     return serve
 
 

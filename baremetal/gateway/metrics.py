@@ -6,6 +6,15 @@
   from the backend (for streams, about the time to first token)
 - baremetal_gateway_in_flight{model,backend}: requests being served now
 - baremetal_gateway_backend_errors_total{backend,reason}: refused connections, resets, bad answers
+- baremetal_gateway_drained_total{model,backend}: requests that finished on a backend being drained
+  for a planned stop (drain.json)
+- baremetal_gateway_held{model}: requests waiting now for a replica that can take them (a gauge);
+  baremetal_gateway_held_total{model}: requests that had to wait
+- baremetal_gateway_retried_total{model}: requests sent again before their first byte (the backend
+  failed, was found stuck, or answered 5xx)
+- baremetal_gateway_migrated_total{model}: started streams continued on another (or a restarted) replica
+- baremetal_gateway_migration_failed_total{model}: streams ended with an error event (api.migration_limit
+  reached, no replica within api.hold_timeout, or a replayed answer that differs)
 Requests refused before a backend is chosen (bad key, bad body, unknown model) have model="" and
 backend="", so clients cannot grow the label set by sending made-up model names.
 """
@@ -19,6 +28,13 @@ from baremetal.metrics import prometheus
 
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                       60.0, 120.0, 300.0)
+
+FAULT_COUNTERS = {
+    "held_total": "Requests that waited for a replica that could take them.",
+    "retried_total": "Requests sent again before their first byte.",
+    "migrated_total": "Started streams continued on another or a restarted replica.",
+    "migration_failed_total": "Streams ended with an error event because they could not be continued.",
+}
 
 
 @dataclass
@@ -43,6 +59,9 @@ class Metrics:
         self.first_bytes: dict[tuple[str, str, str], Histogram] = {}
         self.in_flight: dict[tuple[str, str], int] = {}
         self.backend_errors: dict[tuple[str, str], int] = {}
+        self.drained_counts: dict[tuple[str, str], int] = {}
+        self.held: dict[str, int] = {}
+        self.faults: dict[tuple[str, str], int] = {}    # (counter name, model) -> count: the fault counters
 
     def started(self, model: str, backend: str) -> None:
         key = (model, backend)
@@ -65,6 +84,22 @@ class Metrics:
         key = (backend, reason)
         self.backend_errors[key] = self.backend_errors.get(key, 0) + 1
 
+    def drained(self, model: str, backend: str) -> None:
+        """A request finished on a draining backend."""
+        key = (model, backend)
+        self.drained_counts[key] = self.drained_counts.get(key, 0) + 1
+    def hold(self, model: str) -> None:
+        """A request starts waiting for a replica (held_total counts it once, by `count`)."""
+        self.held[model] = self.held.get(model, 0) + 1
+
+    def unhold(self, model: str) -> None:
+        self.held[model] -= 1
+
+    def count(self, counter: str, model: str) -> None:
+        """One more of `counter` (held_total, retried_total, migrated_total, migration_failed_total)."""
+        key = (counter, model)
+        self.faults[key] = self.faults.get(key, 0) + 1
+
     def render(self) -> str:
         """The exposition text (format 0.0.4)."""
         lines = prometheus.family("baremetal_gateway_requests_total", "counter", "Requests answered by the gateway.",
@@ -81,6 +116,16 @@ class Metrics:
                                    "Backend failures seen by the gateway.",
                                    [(_labels(("backend", "reason"), key), value)
                                     for key, value in sorted(self.backend_errors.items())])
+        lines += prometheus.family("baremetal_gateway_drained_total", "counter",
+                                   "Requests that finished on a backend drained for a planned stop.",
+                                   [(_labels(("model", "backend"), key), value)
+                                    for key, value in sorted(self.drained_counts.items())])
+        lines += prometheus.family("baremetal_gateway_held", "gauge", "Requests waiting now for a replica.",
+                                   [(_labels(("model",), (model,)), value) for model, value in sorted(self.held.items())])
+        for counter, help_text in FAULT_COUNTERS.items():
+            lines += prometheus.family(f"baremetal_gateway_{counter}", "counter", help_text,
+                                       [(_labels(("model",), (model,)), value)
+                                        for (name, model), value in sorted(self.faults.items()) if name == counter])
         return prometheus.page(lines)
 
     @staticmethod

@@ -24,23 +24,24 @@ from baremetal.gateway.responses import Shell, _id, _usage, chat_payload, functi
 if TYPE_CHECKING:
     from baremetal.gateway.app import Gateway
     from baremetal.gateway.exchange import Handler
+    from baremetal.gateway.failover import Failover
     from baremetal.gateway.routing import Backend
 
 SSE = b"text/event-stream"
 
 
 async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", respond: Responder,
-                chat: "Handler") -> None:
-    """Answer a Responses request through `chat`, the backend's chat path."""
+                chat: "Handler", failover: "Failover | None" = None) -> None:
+    """Answer a Responses request through `chat`, the backend's chat path (`failover` moves its stream)."""
     payload = chat_payload(call.payload)
     chat_call = replace(call, endpoint="chat", path="/v1/chat/completions", payload=payload,
                         body=json.dumps(payload, ensure_ascii=False).encode())
     shell = Shell(call)
     if payload.get("stream"):
-        await chat(gateway, chat_call, backend, StreamTranslator(respond, shell))
+        await chat(gateway, chat_call, backend, StreamTranslator(respond, shell), failover)
         return
     capture = WholeCapture()
-    await chat(gateway, chat_call, backend, capture)
+    await chat(gateway, chat_call, backend, capture, failover)
     if capture.status == 200:
         body = json.dumps(whole_response(shell, json.loads(capture.data)), ensure_ascii=False).encode()
         await respond.whole(200, JSON, body)
@@ -75,18 +76,21 @@ class StreamTranslator:
         self.finish: str | None = None
         self.usage: dict | None = None
         self.failed = False
+        self.opened = False                   # response.created sent
         self._buffer = b""
 
     @property
     def started(self) -> bool:
-        return self.respond.started
+        return self.opened
 
     @property
     def status(self) -> int:
         return self.respond.status
 
     async def start(self, status: int, content_type: bytes, headers=()) -> None:
-        await self.respond.start(status, SSE, ((b"cache-control", b"no-cache"),))
+        self.opened = True
+        if not self.respond.started:        # else held: the stream started with keep-alive comments
+            await self.respond.start(status, SSE, ((b"cache-control", b"no-cache"),))
         opening = self.shell.response([], "in_progress", None)
         await self.respond.chunk(self._event("response.created", response=opening)
                                  + self._event("response.in_progress", response=opening))

@@ -16,6 +16,7 @@ from baremetal.gateway.conversation import Conversation
 from baremetal.gateway.errors import GatewayError, bad_gateway, bad_request
 from baremetal.gateway.routing import Backend
 from baremetal.gateway.upstream import BackendFailed, BackendUnreachable, Upstream
+from baremetal.gateway.witness import received
 
 CACHE_TTL_S = 60.0
 # fastchat.constants.ErrorCode values the gateway tells apart
@@ -93,6 +94,7 @@ class WorkerClient:
         buffer = b""
         try:
             async for data in response.content.iter_any():
+                received()
                 buffer += data
                 while (end := buffer.find(b"\0")) >= 0:
                     chunk, buffer = buffer[:end], buffer[end + 1:]

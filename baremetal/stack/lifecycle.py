@@ -19,12 +19,13 @@ from baremetal.host import processes
 from baremetal.host.ports import port_holder, port_in_use
 from baremetal.plan.spec import ProgramSpec
 from baremetal.stack import ownership
-from baremetal.stack.settings import record_applied
+from baremetal.stack.changes import Changer
 from baremetal.stack.readiness import ProgressLines, Waiter, WaitResult, watchdog_doubts
+from baremetal.stack.settings import record_applied
 from baremetal.supervisord import daemon
 from baremetal.supervisord.client import SupervisorClient
 from baremetal.supervisord.logtail import last_text
-from baremetal.supervisord.states import STOPPED_STATES
+from baremetal.supervisord.states import STOPPED_STATES, ProcessState
 
 Say = Callable[[str], None]
 LOG_LINES = 20
@@ -71,25 +72,64 @@ def check_ports(specs: list[ProgramSpec]) -> None:
                             "`baremetal up` also hold their ports")
 
 
-def apply(client: SupervisorClient, specs: list[ProgramSpec]) -> Applied:
-    """Make a running supervisord match the files on disk: added programs start, changed ones restart,
-    removed ones stop, programs that are stopped or gave up start again; the rest are left alone."""
+def apply(client: SupervisorClient, specs: list[ProgramSpec], changer: Changer,
+          wait: Callable[[list[str]], None] | None = None, wait_last: bool = True, say: Say | None = None,
+          refresh: Callable[[Applied], Applied] | None = None) -> Applied:
+    """Make a running supervisord match the files on disk: added programs start; changed ones restart,
+    drained first and replicas of one model one at a time (`wait` is called between them: the next only
+    goes when the previous one serves); removed ones are drained and stop; programs that are stopped or
+    gave up start again; the rest are left alone. A changed program is never left stopped, whatever fails."""
     added, changed, removed = client.reload_config()
     order = {spec.name: index for index, spec in enumerate(specs)}
     ordered = lambda names: sorted(names, key=lambda name: (order.get(name, len(order)), name))  # noqa: E731
-    for name in reversed(ordered(removed + changed)):    # the api before its workers, as supervisord would
-        client.stop(name)
-        client.remove_group(name)
     touched = set(added) | set(changed)
     blocked = {spec.name for spec in specs if spec.blocked}     # on a cordoned GPU with no spare free
     idle = [info.name for info in client.processes() if info.name in order and info.name not in touched
             and info.name not in blocked and info.state in STOPPED_STATES]
-    check_ports([spec for spec in specs if spec.name in touched or spec.name in idle])
-    for name in ordered(changed + added):
-        client.add_group(name)
-    for name in ordered(idle):
-        client.start(name, wait=False)
-    return Applied(ordered(added), ordered(changed), ordered(removed), ordered(idle))
+    applied = Applied(ordered(added), ordered(changed), ordered(removed), ordered(idle))
+    if refresh is not None:         # programs that read the stack file themselves: before the summary
+        applied = refresh(applied)
+    if say is not None:
+        say(applied.summary())
+    by_name = {spec.name: spec for spec in specs}
+
+    def bring_back(batch: list[str]) -> None:
+        for name in reversed(ordered(batch)):
+            client.remove_group(name)
+        check_ports([by_name[name] for name in batch if name in by_name and name not in blocked])
+        changer.starting(batch)
+        for name in ordered(batch):
+            client.add_group(name)
+
+    try:
+        if removed:       # the api before its workers, as supervisord would
+            changer.take_down(list(reversed(ordered(removed))), "stop")
+            for name in removed:
+                client.remove_group(name)
+            changer.finish(removed)
+        check_ports([spec for spec in specs if spec.name in idle or (spec.name in added and spec.name not in blocked)])
+        changer.starting(ordered(added) + ordered(idle))
+        for name in ordered(added):
+            client.add_group(name)
+        for name in ordered(idle):
+            client.start(name, wait=False)
+        changer.roll(ordered(changed), "update", bring_back, wait, wait_last)
+    finally:
+        _keep_running(client, [name for name in changed if name not in blocked])
+    return applied
+
+
+def _keep_running(client: SupervisorClient, names: list[str]) -> None:
+    """Give supervisord back every program in `names` that a failed step left unloaded or stopped."""
+    try:
+        states = {info.name: info.state for info in client.processes()}
+        for name in names:
+            if name not in states:
+                client.add_group(name)
+            elif states[name] == ProcessState.STOPPED:
+                client.start(name, wait=False)
+    except BaremetalError:
+        pass            # supervisord itself is gone: `up` again starts everything
 
 
 def ensure_supervisord(stack: Stack, specs: list[ProgramSpec], client: SupervisorClient, say: Say) -> bool:
@@ -191,11 +231,18 @@ def shutdown(stack: Stack, client: SupervisorClient, specs: list[ProgramSpec], s
     stack.watchdog_state_path.unlink(missing_ok=True)
 
 
-def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: float, http: object = None) -> Applied:
-    """Render, start supervisord if needed, apply, and (with `wait`) wait until every program serves."""
+def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: float, http: object = None,
+       drain_timeout_s: float | None = None) -> Applied:
+    """Render, start supervisord if needed, apply (draining what changes, replicas one at a time), and
+    (with `wait`) wait until every program serves."""
     from baremetal.plan.pipeline import generate
 
-    api_key = probe_key(stack.api) if wait else None
+    api_key = probe_key(stack.api)
+    if http is None:
+        from baremetal.stack.http_client import LiteClient
+
+        http = LiteClient()
+    deadline_s = time.monotonic() + timeout_s
     with daemon.stack_lock(stack, say):
         generated = generate(stack)
         ownership.prepare(stack, say)        # [stack] user: the folders it writes are its own
@@ -203,23 +250,29 @@ def up(stack: Stack, say: Say, progress: ProgressLines, wait: bool, timeout_s: f
             say("note: supervisord.conf changed; supervisord's own settings apply after "
                 "`baremetal down` and `baremetal up` (program changes apply now)")
         client = SupervisorClient(stack.socket_path)
+        specs = {spec.name: spec for spec in generated.specs}
+
+        def wait_batch(names: list[str]) -> None:
+            startable = [specs[name] for name in names if name in specs and not specs[name].blocked]
+            if startable:
+                wait_ready(stack, client, startable, max(1.0, deadline_s - time.monotonic()), progress, http, api_key)
+
         if ensure_supervisord(stack, generated.specs, client, say):
             applied = Applied(added=[spec.name for spec in generated.specs])
+            say(applied.summary())
         else:
-            applied = apply(client, generated.specs)
-            applied = _refresh(stack, client, generated.specs, applied, say)
+            changer = Changer(stack, client, specs, say, stack.api.drain_timeout_s if drain_timeout_s is None
+                              else drain_timeout_s)
+            applied = apply(client, generated.specs, changer, wait_batch, wait_last=wait, say=say,
+                            refresh=lambda found: _refresh(stack, client, generated.specs, found, say))
         record_applied(stack)
-        say(applied.summary())
     blocked = [spec for spec in generated.specs if spec.blocked]
     for spec in blocked:
         say(f"{spec.name} is not started: {spec.blocked}")
     startable = [spec for spec in generated.specs if not spec.blocked]
     if wait and startable:
-        if http is None:
-            from baremetal.stack.http_client import LiteClient
-
-            http = LiteClient()
-        result = wait_ready(stack, client, startable, timeout_s, progress, http, api_key)
+        result = wait_ready(stack, client, startable, max(1.0, deadline_s - time.monotonic()), progress,
+                            http, api_key)
         say(f"all {len(result.tracks)} program(s) running and ready ({result.elapsed_s:.1f}s)")
     if wait and blocked:
         raise NotReadyError("not started (cordoned GPUs): " + "; ".join(f"{s.name}: {s.blocked}" for s in blocked))

@@ -74,9 +74,12 @@ PROBES = {"vllm": _vllm, "fastchat-worker": _fastchat_worker, "controller": _con
 
 
 def probe(spec: Probe, client: Any, timeout_s: float = 2.0, deep: bool = False,
-          api_key: str | None = None) -> ProbeResult:
-    """Run the probe for `spec.kind`; any error or non-2xx answer is a failed result, never an exception."""
+          api_key: str | None = None, request_id: str | None = None) -> ProbeResult:
+    """Run the probe for `spec.kind`; any error or non-2xx answer is a failed result, never an exception.
+    `request_id` marks the request (X-Request-Id), e.g. the watchdog's canaries."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if request_id:
+        headers["X-Request-Id"] = request_id
     started = time.monotonic()
     try:
         status, body, what = PROBES[spec.kind](spec, client, timeout_s, deep, headers)

@@ -36,8 +36,10 @@ from baremetal.watchdog.hang_kind import HangVerdict, classify, gpu_spin, nvml_a
 from baremetal.watchdog.load_progress import LoadWatch
 from baremetal.watchdog.metrics import render
 from baremetal.watchdog.observe import ProgramObserver
+from baremetal.watchdog.planned import Outside, PlannedChanges, hands_off
 from baremetal.watchdog.policy import (STICKY_PHASES, Action, Decision, History, Observation, Phase, Policy, decide,
-                                       gpu_report, program_gpus, remember, settle)
+                                       gpu_report, program_gpus, remember, restored, settle)
+from baremetal.watchdog.remains import Remains
 from baremetal.watchdog.replacement import Mover, Placements, cordon_faults
 from baremetal.watchdog.restart import RestartReport, log_tail
 from baremetal.watchdog.state_file import read_state, write_state
@@ -71,7 +73,8 @@ class WatchdogLoop:
     def __init__(self, config: Any, specs: list[ProgramSpec], supervisor_factory: Callable[[], SupervisorClient],
                  http: Any, monitor: GpuMonitor, events: EventLog, state_file: Path, api_key: str | None = None,
                  clock: Callable[[], float] = time.time, cluster: Any = None, remote: Any = None,
-                 stack: Any = None, collector: Collector | None = None):
+                 stack: Any = None, collector: Collector | None = None,
+                 outside: Outside | None = None):
         self.config = config                      # config.model.Watchdog: the [watchdog] settings
         self.cluster = cluster                    # cluster.watch.ClusterWatch on a cluster's head, else None
         self.remote = remote                      # cluster.remote.RemoteWatch (models on other nodes), else None
@@ -83,6 +86,7 @@ class WatchdogLoop:
         self.monitor = monitor
         self.events = events
         self.state_file = Path(state_file)
+        self.planned = PlannedChanges(self.state_file.parent, outside)   # gateway.json and drain.json
         self.clock = clock
         self.stopping = threading.Event()
         watched_specs = [spec for spec in specs if spec.role != "watchdog"]
@@ -90,10 +94,12 @@ class WatchdogLoop:
         self.canary_pool = ThreadPoolExecutor(max_workers=max(1, len(watched_specs)),
                                               thread_name_prefix="canary") if config.canary else None
         self.job_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="restart")
+        self.remains = Remains(self.job_pool, self._event)      # what a program's previous instance left running
         saved = (read_state(self.state_file) or {}).get("programs", {})
         self.watched = {spec.name: Watched(spec, ProgramObserver(
             spec, http, config.probe_timeout_s, config.busy_stall_after_s + config.probe_timeout_s, self.canary_pool,
-            api_key=api_key, busy_cpu_fraction=self.policy.busy_cpu_fraction), _restored(saved.get(spec.name)))
+            api_key=api_key, busy_cpu_fraction=self.policy.busy_cpu_fraction,
+            idle_probe_interval_s=config.idle_probe_interval_s), restored(saved.get(spec.name)))
             for spec in watched_specs}
         self.previous_gpus: list[GpuSample] = []
         self.xid_counts: Counter = Counter()
@@ -153,9 +159,12 @@ class WatchdogLoop:
         if samples:
             self.gpu_window.append(samples)
         self._collect_jobs()
+        self.planned.read(now)
         if infos is not None:
+            self.remains.look(infos)
             idle = [w for w in self.watched.values() if w.job is None]
-            futures = {w.spec.name: self.probe_pool.submit(w.observer.observe, infos.get(w.spec.name), now)
+            futures = {w.spec.name: self.probe_pool.submit(w.observer.observe, infos.get(w.spec.name), now,
+                                                           *self.planned.witness(w.spec.name))
                        for w in idle}
             for watched in idle:
                 self._judge(watched, futures[watched.spec.name].result(), samples, report.faults,
@@ -190,10 +199,14 @@ class WatchdogLoop:
         self._follow_placement(watched, observation)
         watched.gpus = program_gpus(watched.spec.gpus, samples, watched.observer.pids)
         observation = self._enrich(watched, observation, samples, now)
+        observation, change = self.planned.judge(name, observation, watched.history,
+                                                 lambda words: self._event("planned", words, name))
         watched.history = remember(watched.history, observation)
         watched.last = observation
         faults = tuple(dict.fromkeys(faults_by_gpu[g] for g in watched.gpus if g in faults_by_gpu))
         decision = decide(watched.history, observation, faults, self.policy, now)
+        if not faults:
+            decision = hands_off(decision, observation, change, now, self.policy.load_timeout_s + 600.0)
         if decision.cause:
             watched.hang = self._classify(watched, decision, observation, now)
             if watched.hang is not None:
@@ -212,6 +225,13 @@ class WatchdogLoop:
             self._act(watched, decision, samples)
         elif decision.phase != before:
             self._event(decision.phase.value, self._transition_message(decision, observation, now), name)
+
+    def _transition_message(self, decision: Decision, observation: Observation, now: float) -> str:
+        if decision.phase == Phase.LOADING and observation.planned_start:
+            return f"{decision.reason} (started by an operator: not counted in the restart budget)"
+        if decision.phase == Phase.READY and observation.start_s:
+            return f"ready after {now - observation.start_s:.1f}s ({observation.detail})"
+        return decision.reason
 
     def _cluster_tick(self, now: float, samples: list[GpuSample], daemon_running: bool) -> None:
         """Ray's view of the nodes: say what changed, and restart the programs on Ray once per lost node
@@ -242,11 +262,6 @@ class WatchdogLoop:
                 how = "answers again" if entry.get("healthy") else f"does not answer: {entry.get('reason')}"
                 self._event("remote", f"{name} on node {entry.get('node')} {how}", name)
         self.remote_entries = entries
-
-    def _transition_message(self, decision: Decision, observation: Observation, now: float) -> str:
-        if decision.phase == Phase.READY and observation.start_s:
-            return f"ready after {now - observation.start_s:.1f}s ({observation.detail})"
-        return decision.reason
 
     def _follow_placement(self, watched: Watched, observation: Observation) -> None:
         """A new process runs where the rendered file put it: the GPUs the plan now places it on."""
@@ -401,17 +416,3 @@ class WatchdogLoop:
                       "cpu_s": usage.ru_utime + usage.ru_stime}, dict(self.xid_counts),
                       hangs=dict(self.hang_counts), cordoned=cordoned)
 
-
-def _restored(saved: dict | None) -> History:
-    """What a previous run of the watchdog knew: the restart budget, and a give-up that still holds."""
-    if not isinstance(saved, dict):
-        return History()
-    try:
-        phase = Phase(saved.get("phase"))
-    except ValueError:
-        phase = Phase.LOADING
-    sticky = phase in STICKY_PHASES
-    return History(restarts_s=tuple(float(t) for t in saved.get("restart_times_s") or ()),
-                   restarts_total=int(saved.get("restarts") or 0), phase=phase if sticky else Phase.LOADING,
-                   phase_since_s=float(saved.get("since_s") or 0.0) if sticky else 0.0,
-                   reason=str(saved.get("reason") or "") if sticky else "", parked=sticky)

@@ -91,6 +91,7 @@ class Observation:
     pending_detail: str = ""
     load_progress: tuple[str, ...] = ()  # while loading: the signs of progress since the last look (log, ...)
     gpu_spin: str | None = None          # its GPUs show a collective spin (hang_kind.gpu_spin): the readings
+    planned_start: bool = False          # its process is new and was started by an operator's change
 
     def to_json(self) -> dict:
         return {"time_s": round(self.time_s, 3), "state": self.state.name, "pid": self.pid,
@@ -148,7 +149,8 @@ def remember(history: History, observation: Observation) -> History:
     now = observation.time_s
     if observation.start_s and observation.start_s != history.start_s:
         restarts, total = history.restarts_s, history.restarts_total
-        by_operator = history.phase == Phase.STOPPED            # stopped, then started: not a restart
+        # stopped, then started, or restarted by an operator through baremetal: not a restart to count
+        by_operator = history.phase == Phase.STOPPED or observation.planned_start
         if history.start_s and not history.expect_start and not by_operator:
             restarts, total = _keep(restarts + (observation.start_s,)), total + 1   # it exited; supervisord restarted it
         phase, parked = history.phase, history.parked
@@ -364,3 +366,18 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f}m" if seconds % 60 < 1 else f"{int(seconds // 60)}m{int(seconds % 60)}s"
     return f"{seconds / 3600:g}h" if seconds % 3600 == 0 else f"{seconds / 3600:.1f}h"
+
+
+def restored(saved: dict | None) -> History:
+    """What a previous run of the watchdog knew: the restart budget, and a give-up that still holds."""
+    if not isinstance(saved, dict):
+        return History()
+    try:
+        phase = Phase(saved.get("phase"))
+    except ValueError:
+        phase = Phase.LOADING
+    sticky = phase in STICKY_PHASES
+    return History(restarts_s=tuple(float(t) for t in saved.get("restart_times_s") or ()),
+                   restarts_total=int(saved.get("restarts") or 0), phase=phase if sticky else Phase.LOADING,
+                   phase_since_s=float(saved.get("since_s") or 0.0) if sticky else 0.0,
+                   reason=str(saved.get("reason") or "") if sticky else "", parked=sticky)

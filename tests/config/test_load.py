@@ -133,6 +133,8 @@ BAD = [
     ('[api]\nkind = "openai"\n', ["api.kind: expected one of 'gateway', 'fastchat', 'fastchat-tools', 'none'"]),
     ('[api]\nport = 70000\n', ["api.port: must be at most 65535, got 70000"]),
     ('[api]\napi_keys = ["env:"]\n', ["api.api_keys[0]: env: needs a name after it"]),
+    ('[api]\nhold_timeout = "long"\n', ["api.hold_timeout: expected a duration"]),
+    ('[api]\nmigration_limit = -1\n', ["api.migration_limit: must be at least 0, got -1"]),
     ('[env.gpu]\nkind = "docker"\n', ["env.gpu.kind: expected one of 'venv', 'conda', 'system'"]),
     ('[env.sys]\nkind = "system"\npath = "envs/x"\n', ['env.sys.path: kind "system" uses an existing interpreter']),
     ('[[model]]\nname = "a"\npath = "/m"\nenv = "gpu"\n', ["model[0].env: no [env.gpu] in this file"]),
@@ -198,6 +200,12 @@ def test_long_root_is_refused_because_of_the_socket_limit():
     assert "stack.root: the supervisord socket" in str(caught.value)
 
 
+def test_fault_settings_of_the_gateway():
+    assert (parse("").api.hold_timeout_s, parse("").api.migration_limit) == (120.0, 2)
+    api = parse('[api]\nhold_timeout = "0s"\nmigration_limit = 0\n').api
+    assert (api.hold_timeout_s, api.migration_limit) == (0.0, 0)       # off: a 503 at once, never re-sent
+
+
 def test_open_api_without_keys_warns():
     stack = parse('[api]\nhost = "0.0.0.0"\n')
     assert any(w.path == "api.api_keys" for w in stack.warnings)
@@ -208,3 +216,12 @@ def test_open_api_without_keys_warns():
 def test_fastchat_embedding_model_that_fastchat_would_load_as_a_language_model_warns(path, warned):
     stack = parse(f'[[model]]\nname = "e"\npath = "{path}"\nengine = "fastchat"\ntask = "embed"\n')
     assert any(w.path == "model[0].path" and "bge" in w.message for w in stack.warnings) == warned
+
+
+def test_planned_changes_and_the_idle_canary_have_their_own_keys():
+    defaults = parse("")
+    assert defaults.api.drain_timeout_s == 30.0 and defaults.watchdog.idle_probe_interval_s == 30.0
+    chosen = parse('[api]\ndrain_timeout = "0s"\n[watchdog]\nidle_probe_interval = "2m"\n')
+    assert chosen.api.drain_timeout_s == 0.0 and chosen.watchdog.idle_probe_interval_s == 120.0
+    assert errors_of('[watchdog]\nidle_probe_interval = "0s"\n') == ["watchdog.idle_probe_interval: must be at least 1s, got '0s'"]
+    assert errors_of('[api]\ndrain_timeout = "soon"\n')[0].startswith("api.drain_timeout: expected a duration")

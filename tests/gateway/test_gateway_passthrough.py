@@ -5,7 +5,6 @@ refused and unhealthy backends, client disconnects, metrics."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 
@@ -13,9 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.engine_envs import REPO
-from tests.support.ports import free_ports
-from tests.support.running import start_stack
+from tests.support.upstreams import dead_program, upstream_program, upstream_stack
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e   # real supervisord and real servers
@@ -24,53 +21,26 @@ KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    import tempfile
-    from pathlib import Path
-
-    root = Path(tempfile.mkdtemp(prefix="bm-gw-", dir="/tmp"))
-    (root / "keys").write_text(f"# gateway keys\n{KEY}\n")
-    ports = dict(zip(("gateway", "a", "b", "emb", "dead"), free_ports(5)))
-    programs = ""
-    for name, model in (("a", "chat"), ("b", "chat"), ("emb", "embedder")):
-        port = ports[name]
-        task = "embed" if name == "emb" else "chat"
-        programs += f'''
-[[program]]
-name = "up-{name}"
-command = ["{sys.executable}", "-m", "tests.gateway.upstream", "--port", "{port}", "--name", "up-{name}"]
-directory = "{REPO}"
-health = "http://127.0.0.1:{port}/health"
-serves = {{ model = "{model}", task = "{task}", url = "http://127.0.0.1:{port}" }}
-'''
-    programs += f'''
-[[program]]
-name = "up-dead"
-command = ["sleep", "100000"]
-serves = {{ model = "lonely", task = "chat", url = "http://127.0.0.1:{ports['dead']}" }}
-'''
-    stack_file = root / "baremetal.toml"
-    stack_file.write_text(f'''
+def running():
+    def text(root, ports):
+        (root / "keys").write_text(f"# gateway keys\n{KEY}\n")
+        programs = "".join(upstream_program(name, ports[name], model, task)
+                           for name, model, task in (("a", "chat", "chat"), ("b", "chat", "chat"),
+                                                     ("emb", "embedder", "embed")))
+        return f'''
 [stack]
 name = "gwtest"
 root = "state"
 [api]
 port = {ports["gateway"]}
 api_keys = ["file:{root / 'keys'}"]
+hold_timeout = "1s"
 [watchdog]
 enabled = false
-{programs}''')
-    stack = start_stack(stack_file)
-    try:
-        stack.wait_serving([f"http://127.0.0.1:{ports[n]}/health" for n in ("a", "b", "emb")]
-                           + [f"{stack.gateway_url}/health"], timeout_s=60)
-        stack.ports = ports
-        yield stack
-    finally:
-        stack.stop()
-        import shutil
+{programs}{dead_program(ports["dead"], "lonely")}'''
 
-        shutil.rmtree(root, ignore_errors=True)
+    with upstream_stack(("a", "b", "emb"), text) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -161,11 +131,13 @@ def test_bad_requests_are_openai_errors(client, running):
     assert response.status_code == 404 and "error" in response.json()
 
 
-def test_only_backend_refusing_is_a_503_naming_the_model(client):
+def test_only_backend_refusing_is_a_503_naming_the_model_after_the_hold(client):
+    started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="lonely", messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.status_code == 503
+    assert caught.value.status_code == 503 and time.monotonic() - started >= 1.0       # api.hold_timeout
     assert "'lonely'" in caught.value.message and "up-dead: connection refused" in caught.value.message
+    assert "held 1 s (api.hold_timeout)" in caught.value.message
 
 
 def test_replicas_go_to_the_least_busy(client, running):

@@ -2,7 +2,9 @@
 (SIGSTOPped), a backend whose accept queue is full, and a long stream that must not be cut.
 
 The gateway runs as `baremetal gateway` (its own process, as supervisord would start it) in front of
-real upstream servers (tests.gateway.upstream); every wait is bounded."""
+real upstream servers (tests.gateway.upstream); every wait is bounded. Holding and re-sends are off
+(hold_timeout "0s", migration_limit 0) so that each limit shows alone: with them on, a request that
+meets a limit goes to another replica or waits for one (tests/gateway/test_gateway_faults.py)."""
 
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ client_timeout = "1s"
 max_connections = 60
 backend_connect_timeout = "1s"
 backend_idle_timeout = "1s"
+hold_timeout = "0s"
+migration_limit = 0
 [watchdog]
 enabled = false
 {programs}''')

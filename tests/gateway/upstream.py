@@ -2,8 +2,14 @@
 
 Run: python -m tests.gateway.upstream --port PORT [--name NAME]. A uvicorn server (as vLLM's is) that
 answers at once with fixed bodies: chat and text completions (whole or streamed), embeddings, rerank,
-score, and Responses (POST /v1/responses with a `resp_` id; GET /v1/responses/ID and POST .../cancel). Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
-answering, `x_chunks` sets the number of streamed chunks, `x_status` answers with that status.
+score, and Responses (POST /v1/responses with a `resp_` id; GET /v1/responses/ID and POST .../cancel).
+Request fields steer it (the gateway passes unknown fields through): `x_delay_s` waits before
+answering, `x_chunks` sets the number of streamed chunks (and the completion tokens of the usage event a
+stream gets with `stream_options.include_usage`), `x_interval_s` the pause after each, `x_status`
+answers with that status, and `x_fault: {NAME: FAULT}` makes only the upstream called NAME misbehave:
+"status:503" answers 503, "drop_after:N" breaks the connection after N streamed chunks, "hang_after:N"
+goes silent after them, "delay:S" waits S seconds before answering. `--graceful-s 0` makes it cut its
+requests in flight on SIGTERM, as a server that does not drain.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
 
@@ -95,7 +101,9 @@ async def app(scope, receive, send):
 
 
 async def _respond(scope, receive, send, payload: dict) -> None:
-    delay_s = float(payload.get("x_delay_s", 0))
+    fault = (payload.get("x_fault") or {}).get(NAME, "")
+    kind, _, number = fault.partition(":")
+    delay_s = float(number) if kind == "delay" else float(payload.get("x_delay_s", 0))
     if delay_s:
         waiter = asyncio.ensure_future(receive())      # http.disconnect arrives here if the client leaves
         done, _ = await asyncio.wait({waiter}, timeout=delay_s)
@@ -103,7 +111,7 @@ async def _respond(scope, receive, send, payload: dict) -> None:
             SEEN["abandoned"].append(scope["path"])
             return
         waiter.cancel()
-    status = int(payload.get("x_status", 200))
+    status = int(number) if kind == "status" else int(payload.get("x_status", 200))
     if status != 200:
         body = json.dumps({"error": {"message": f"told to answer {status}", "type": "test", "code": status}}).encode()
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
@@ -122,6 +130,12 @@ async def _respond(scope, receive, send, payload: dict) -> None:
     interval_s = float(payload.get("x_interval_s", 0))
     watcher = asyncio.ensure_future(receive()) if interval_s else None   # uvicorn's send() stays silent
     for index in range(int(payload.get("x_chunks", 8))):
+        if kind in ("drop_after", "hang_after") and index == int(number):
+            if kind == "drop_after":
+                raise ConnectionResetError("told to drop the connection")     # uvicorn closes it mid-body
+            await receive()                                                   # silent until the client leaves
+            SEEN["abandoned"].append(scope["path"])
+            return
         await send({"type": "http.response.body", "body": _chunk(model, {"content": f"tok{index} "}), "more_body": True})
         if watcher:
             await asyncio.sleep(interval_s)
@@ -130,7 +144,14 @@ async def _respond(scope, receive, send, payload: dict) -> None:
                 return
     if watcher:
         watcher.cancel()
-    await send({"type": "http.response.body", "body": _chunk(model, {}, "stop") + b"data: [DONE]\n\n"})
+    tail = _chunk(model, {}, "stop")
+    if (payload.get("stream_options") or {}).get("include_usage"):        # OpenAI's usage event, asked for
+        chunks = int(payload.get("x_chunks", 8))
+        tail += b"data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                                        "model": model, "served_by": NAME, "choices": [],
+                                        "usage": {"prompt_tokens": 5, "completion_tokens": chunks,
+                                                  "total_tokens": 5 + chunks}}).encode() + b"\n\n"
+    await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
 
 
 def main() -> None:
@@ -140,9 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="upstream")
+    parser.add_argument("--graceful-s", type=float, default=None, help="on SIGTERM, give requests in flight this "
+                        "long before cutting them (default: wait for all, as uvicorn does)")
     args = parser.parse_args()
     NAME = args.name
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=args.graceful_s)
 
 
 if __name__ == "__main__":

@@ -179,6 +179,30 @@ def test_up_again_restarts_only_the_changed_program(stack, short_tmp):
     assert set(programs_by_name(config)) == {"a"} and not alive(after["b"])
 
 
+def test_up_waits_out_a_slow_stop_and_never_leaves_the_program_stopped(stack):
+    # A server that ignores SIGTERM (vLLM under load) is SIGKILLed by supervisord only after stopwaitsecs,
+    # longer than one XML-RPC call may take: `up` must neither mistake that for a wedged supervisord nor
+    # leave the program stopped.
+    port = free_port()
+    program = program_toml("stubborn", server_command(port, "--ignore-term"), health_port=port,
+                           extra="stopwaitsecs = 13\nenvironment = { STAMP = \"1\" }")
+    config = stack([program])
+    assert run("up", "-c", str(config)).exit_code == 0
+    before = programs_by_name(config)["stubborn"]["pid"]
+    config.write_text(config.read_text().replace('STAMP = "1"', 'STAMP = "2"'))
+    started = time.monotonic()
+    edited = run("up", "--timeout", "60s", "-c", str(config))
+    assert edited.exit_code == 0, edited.output
+    assert time.monotonic() - started >= 13
+    assert re.search(r"stopped stubborn \(1[3-9]\.\ds\)", edited.output), edited.output
+    assert "did not answer" not in edited.output
+    row = programs_by_name(config)["stubborn"]
+    assert row["state"] == "RUNNING" and row["ready"] is True and row["pid"] != before and not alive(before)
+    import psutil
+
+    assert psutil.Process(row["pid"]).environ()["STAMP"] == "2"
+
+
 def test_two_stacks_side_by_side(stack, short_tmp):
     port_one, port_two = free_port(), free_port()
     one = stack([program_toml("web", server_command(port_one), health_port=port_one)], name="one", root="one",

@@ -54,8 +54,9 @@ def watched_stack(stack_file: Path) -> Iterator[WatchedStack]:
         yield WatchedStack(running)
 
 
-def vllm_tables(port: int, program: str = "vllm-tiny") -> str:
-    """[env.vllm] and one [[model]] serving a tiny chat model "tiny" with real vLLM-CPU on `port`."""
+def vllm_tables(port: int, program: str = "vllm-tiny", eager: bool = False) -> str:
+    """[env.vllm] and one [[model]] serving a tiny chat model "tiny" with real vLLM-CPU on `port`
+    (`eager`: --enforce-eager, no torch.compile at start: it starts and restarts sooner)."""
     from baremetal.demo import fixed_chats, make_demo_models
     from tests.support.demo_stack import DEMO_MODELS
     from tests.support.engine_envs import ensure_env
@@ -76,6 +77,7 @@ port = {port}
 dtype = "float32"
 max_model_len = 256
 environment = {{ VLLM_CPU_KVCACHE_SPACE = "1" }}
+{'args = ["--enforce-eager"]' if eager else ""}
 '''
 
 

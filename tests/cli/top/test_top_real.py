@@ -79,6 +79,8 @@ def test_the_view_shows_the_node_and_its_keys_act(stack_file):
 
     async def drive() -> None:
         app = make_app(stack_file)
+        results, runner = [], app.runner
+        app.runner = lambda *args: results.append(runner(*args)) or results[-1]
         async with app.run_test(size=(200, 60)) as pilot:
             programs = await until(pilot, lambda: (rows := table_rows(app, "#programs")) and
                                    all(rows.get(name, ["", ""])[1] == "RUNNING" for name in PROGRAMS) and rows,
@@ -100,9 +102,12 @@ def test_the_view_shows_the_node_and_its_keys_act(stack_file):
             assert isinstance(app.screen, Confirm) and "Restart up-a?" in app.screen.question
             await pilot.press("y")
             await until(pilot, lambda: app.last_action.startswith("restart up-a: done"), 60, "the restart's result")
-            assert "running and ready" in app.last_action
+            assert "up-a back in the gateway's routing" in app.last_action    # its last words: routed again
             after = pid_of(stack_file, "up-a")
             assert after and after != before                                          # really restarted
+            said = "\n".join(results[-1].output)        # drained first: out of the gateway's routing, then back
+            assert "draining up-a before its restart" in said and "drained up-a in" in said, said
+            assert "running and ready" in said, said
 
             await select(pilot, app, "idle")
             await pilot.press("s")

@@ -2,6 +2,7 @@
 passed since start, then 200. Logs one line per request to stderr, like most servers.
 
     python tests/servers/health_server.py --port 8123 [--ready-after 3] [--exit-after 5] [--spawn-child]
+                                          [--ignore-term]
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ def main() -> None:
                         "engine core is a child of its API server")
     parser.add_argument("--spawn-escaper", action="store_true", help="start a grandchild in its own session, "
                         "out of reach of supervisord's stopasgroup")
+    parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM, as vLLM under load was seen "
+                        "to: only supervisord's SIGKILL after stopwaitsecs ends it")
     options = parser.parse_args()
+    if options.ignore_term:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     started = time.monotonic()
 
     class Handler(http.server.BaseHTTPRequestHandler):
