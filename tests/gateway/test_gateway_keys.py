@@ -223,6 +223,8 @@ def test_two_gateway_processes_share_the_port_the_limits_and_the_metrics(running
     # each process publishes its counters every second; both took some of the 20
     served = wait_for(lambda: found if sum(found := counts()) == 20 else None, 10, 0.2, "both workers' pages")
     assert len(served) == 2 and min(served) > 0
+    # the watchdog's witness: each process its own requests in flight, the first publishes run/gateway.json
+    assert sorted(page.name for page in pages.glob("witness-*.json")) == ["witness-0.json", "witness-1.json"]
 
     def scraped() -> str:
         with httpx.Client() as fresh:             # whichever process answers, it counts both
