@@ -42,11 +42,11 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
                 failover: "Failover | None" = None) -> None:
     """Forward `call` to `backend` and relay its answer; a stream that breaks goes on elsewhere."""
     record = migration.StreamRecord()
-    body, merge, moved = call.body, None, False
+    body, merge, moved, replay = call.body, None, False, False
     while True:
         try:
             if moved:
-                body, merge = await _rest(gateway, call, backend, record, failover)
+                body, merge = await _rest(gateway, call, backend, record, failover, replay)
                 moved = False
             await _forward(gateway, backend, call.path, body, respond, record, merge, failover)
             return
@@ -58,16 +58,20 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
                 raise
         except migration.ReplayDiverged:
             raise failover.failed(diverged(backend)) from None
+        except migration.EmptyContinuation:
+            failover.note(f"{backend.name} added nothing to the partial answer: replaying it there")
+            moved = replay = True
+            continue
         if failover is None or not record.sent:
             raise failure
         backend, moved = await failover.move(failure), True
 
 
 async def _rest(gateway: "Gateway", call: ClientRequest, backend: "Backend", record: migration.StreamRecord,
-                failover: "Failover") -> tuple[bytes, migration.Merge]:
+                failover: "Failover", replay: bool = False) -> tuple[bytes, migration.Merge]:
     """The request for the rest of a stream the client has part of, and the merge of its answer."""
     so_far = record.so_far()
-    way = migration.way_to_continue(call.endpoint, call.payload, so_far, backend.kind)
+    way = "replay" if replay else migration.way_to_continue(call.endpoint, call.payload, so_far, backend.kind)
     payload = None
     if way == "continue":
         choice = so_far.choices.get(0) or migration.ChoiceSoFar()
