@@ -35,6 +35,12 @@ class ReplayDiverged(Exception):
     """The replayed answer is not the one the client was already sent."""
 
 
+class EmptyContinuation(Exception):
+    """A continuation ended without adding a token to what the client has: a template that does not
+    continue the partial message (it closed it instead) looks exactly like this, so the request is
+    replayed and checked rather than ending the client's stream short."""
+
+
 # -- parsing ------------------------------------------------------------------------------------------
 def sse_events(data: bytes) -> Iterator[dict | None]:
     """The events of complete SSE bytes: a dict per JSON event, None for `[DONE]`; comments and other
@@ -282,6 +288,7 @@ class Merge:
         self.so_far = so_far
         self.tokens = tokens
         self.replayed: dict[int, ChoiceSoFar] = {}
+        self.added = False              # a "continue" answer gave the client something new
 
     def feed(self, data: bytes) -> tuple[bytes, str | None]:
         """(the bytes to send the client for complete SSE `data`, the message of an error event in it).
@@ -325,6 +332,11 @@ class Merge:
             return choice
         if have.finish_reason:
             return None
+        if self.way == "continue":
+            self.added = self.added or bool(choice.get("text")) or (isinstance(delta, dict) and any(
+                isinstance(v, str) and v for k, v in delta.items() if k != "role"))
+            if choice.get("finish_reason") and not self.added:
+                raise EmptyContinuation()
         if isinstance(delta, dict):
             if have.role:
                 delta.pop("role", None)

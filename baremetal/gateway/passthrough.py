@@ -46,11 +46,11 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
                 failover: "Failover | None" = None) -> None:
     """Forward `call` to `backend` and relay its answer; a stream that breaks goes on elsewhere."""
     record = migration.StreamRecord() if call.endpoint in MOVABLE else None
-    body, merge, moved = call.body, None, False
+    body, merge, moved, replay = call.body, None, False, False
     while True:
         try:
             if moved:
-                body, merge = await _rest(gateway, call, backend, record, failover)
+                body, merge = await _rest(gateway, call, backend, record, failover, replay)
                 moved = False
             await _forward(gateway, backend, call, body, respond, record, merge, failover)
             return
@@ -62,27 +62,58 @@ async def serve(gateway: "Gateway", call: ClientRequest, backend: "Backend", res
                 raise
         except migration.ReplayDiverged:
             raise failover.failed(diverged(backend)) from None
+        except migration.EmptyContinuation:
+            failover.note(f"{backend.name} added nothing to the partial answer: replaying it there")
+            moved = replay = True
+            continue
         if failover is None or record is None or not record.sent:
             raise failure
         backend, moved = await failover.move(failure), True
 
 
 async def _rest(gateway: "Gateway", call: ClientRequest, backend: "Backend", record: migration.StreamRecord,
-                failover: "Failover") -> tuple[bytes, migration.Merge]:
+                failover: "Failover", replay: bool = False) -> tuple[bytes, migration.Merge]:
     """The request for the rest of a stream the client has part of, and the merge of its answer."""
     so_far = record.so_far()
-    way = migration.way_to_continue(call.endpoint, call.payload, so_far, backend.kind)
+    way = "replay" if replay else migration.way_to_continue(call.endpoint, call.payload, so_far, backend.kind)
     payload = None
     if way == "continue":
         choice = so_far.choices.get(0) or migration.ChoiceSoFar()
         tokens = await _tokens(gateway, call, backend, choice)
         payload = migration.continuation(call.endpoint, call.payload, so_far, tokens)
+        if payload is not None and call.endpoint == "chat" and not await _template_continues(gateway, call, backend,
+                                                                                             payload, choice.text):
+            failover.note(f"{backend.name}'s chat template closes a partial answer instead of continuing it")
+            payload = None
     if payload is None:
         way, payload, tokens = "replay", call.payload, 0
     sent = sum(len(text) for choice in so_far.choices.values() for text in choice.texts.values()) + sum(
         len(call.name) + len(call.arguments) for choice in so_far.choices.values() for call in choice.calls.values())
     failover.note(f"continues on {backend.name} by {way} after {sent} characters")
     return json.dumps(payload, ensure_ascii=False).encode(), migration.Merge(way, so_far, tokens)
+
+
+async def _template_continues(gateway: "Gateway", call: ClientRequest, backend: "Backend", payload: dict,
+                              text: str) -> bool:
+    """Whether the backend's chat template leaves the partial assistant message open (the prompt it renders
+    ends with the text so far), as continue_final_message needs; templates that close the message anyway
+    would end the answer short, so those streams are replayed. One /tokenize and one /detokenize."""
+    tail = text.rstrip()[-12:]
+    if not tail:
+        return True
+    try:
+        rendered = await gateway.upstream.post_json(backend.url + "/tokenize", {
+            "model": call.model, "messages": payload["messages"], "add_generation_prompt": False,
+            "continue_final_message": True, "add_special_tokens": False}, timeout_s=10.0)
+        tokens = rendered.get("tokens") if isinstance(rendered, dict) else None
+        if not isinstance(tokens, list) or not tokens:
+            return False
+        prompt = await gateway.upstream.post_json(backend.url + "/detokenize", {
+            "model": call.model, "tokens": tokens[-64:]}, timeout_s=10.0)
+    except (BackendFailed, BackendUnreachable):
+        return False
+    end = prompt.get("prompt") if isinstance(prompt, dict) else None
+    return isinstance(end, str) and end.rstrip().endswith(tail)
 
 
 async def _tokens(gateway: "Gateway", call: ClientRequest, backend: "Backend", choice: migration.ChoiceSoFar) -> int:

@@ -368,3 +368,6 @@ def test_a_frozen_engine_core_mid_stream_costs_the_clients_nothing(stack, refere
     record("faults-sigstop-engine-core", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
     # found stuck by the watchdog's verdict, or cut by the restart it then made: either way, moved
     assert [line for line in gateway_log(stack)[lines:] if "from chat-a to chat-b" in line]
+    # vLLM's template keeps a partial answer open, so the plain chat stream went on from where it was
+    # (a template that closes it would have been found out and the stream replayed instead)
+    assert [line for line in gateway_log(stack)[lines:] if "(chat): continues on chat-b by continue" in line]

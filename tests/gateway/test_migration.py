@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from baremetal.gateway.migration import (COMPACT_BYTES, DONE, Merge, ReplayDiverged, StreamRecord, StreamSoFar,
-                                         continuation, encode, split_error, sse_events, way_to_continue)
+from baremetal.gateway.migration import (COMPACT_BYTES, DONE, EmptyContinuation, Merge, ReplayDiverged, StreamRecord,
+                                         StreamSoFar, continuation, encode, split_error, sse_events, way_to_continue)
 
 ANSWER = ["Hello", "!", " I", " am", " tiny", "-chat", "."]
 
@@ -167,6 +167,20 @@ def test_a_continued_chat_stream_goes_on_with_the_first_ids_and_the_whole_usage(
     roles = [e for e in sse_events(merged) if e and e["choices"] and "role" in e["choices"][0]["delta"]]
     assert roles == [] and merged.endswith(DONE)
     assert all(e["created"] == 100 for e in sse_events(merged) if e)
+
+
+def test_a_continuation_that_adds_nothing_is_not_passed_on_as_the_end_of_the_answer():
+    # A template that closes the partial assistant message instead of continuing it answers at once with
+    # a finish: passed on, the client's answer would end short ("Hello!") as if whole.
+    first = plain_stream(ANSWER[:1])
+    merge = Merge("continue", so_far_of(*first), tokens=1)
+    with pytest.raises(EmptyContinuation):
+        merge.feed(chat({"role": "assistant", "content": ""}, "chatcmpl-second")
+                   + chat({}, "chatcmpl-second", finish="stop"))
+    # One that adds text and then finishes, in one event or two, is passed on.
+    merged, _ = Merge("continue", so_far_of(*first), tokens=1).feed(
+        chat({"content": " I"}, "chatcmpl-second", finish="stop") + DONE)
+    assert client_view(merged)[1] == " I" and client_view(merged)[3] == ["stop"]
 
 
 def test_an_error_event_in_the_continued_stream_is_reported_not_sent():
