@@ -34,6 +34,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]   # real supervisord and servers, the real gateway and watchdog
 
 KEY = "top-test-key-0123456789"
+TEAM_KEY = "top-team-key-9876543210"          # a named key: its own rows in the keys table
 PROGRAMS = ("up-a", "up-b", "idle", "api", "watchdog")
 
 
@@ -41,7 +42,8 @@ PROGRAMS = ("up-a", "up-b", "idle", "api", "watchdog")
 def stack_file():
     root = Path(tempfile.mkdtemp(prefix="bm-top-", dir="/tmp"))
     path = root / "baremetal.toml"
-    path.write_text(upstream_stack_toml("toptest", KEY, [("up-a", "chat"), ("up-b", "chat")]))
+    path.write_text(upstream_stack_toml("toptest", KEY, [("up-a", "chat"), ("up-b", "chat")])
+                    + f'\n[[api.key]]\nname = "team-a"\nkey = "{TEAM_KEY}"\n')
     result = run("up", "--timeout", "60s", "-c", str(path))
     try:
         assert result.exit_code == 0, result.output
@@ -66,7 +68,7 @@ def pid_of(stack_file: Path, program: str) -> int | None:
 
 
 def test_the_view_shows_the_node_and_its_keys_act(stack_file):
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{load_stack(stack_file).api.port}/v1", api_key=KEY,
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{load_stack(stack_file).api.port}/v1", api_key=TEAM_KEY,
                            max_retries=0, timeout=30)
 
     def ask() -> None:
@@ -90,8 +92,12 @@ def test_the_view_shows_the_node_and_its_keys_act(stack_file):
             assert models[1] == "2/2 ready"
             await asyncio.to_thread(ask)             # while the view runs: rates come from its readings
             chat = await until(pilot, lambda: (row := table_rows(app, "#models").get("chat")) and row[2] != "-"
-                               and float(row[2]) > 0 and row[6] != "-" and row, 15, "requests/s and TTFT of chat")
+                               and float(row[2]) > 0 and row[6] != "-" and row[7] != "-" and row, 15,
+                               "requests/s, TTFT and tokens/s of chat")
             assert chat[3] == "0"                                                       # nothing in flight now
+            assert float(chat[7]) > 0 and chat[9].strip()               # tokens/s from the usage, and its sparkline
+            team = await until(pilot, lambda: table_rows(app, "#keys").get("team-a\0chat"), 10, "team-a's row")
+            assert team[:2] == ["team-a", "chat"] and float(team[2]) > 0 and float(team[3]) > 0
             gpu = table_rows(app, "#gpus")["0"]
             assert gpu[1] == "NVIDIA H200" and gpu[2] == "42%"
 
