@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from baremetal.gateway.run_files import CachedDocument
+from baremetal.host.files import CachedJson
 
 FORGET_AFTER_DEADLINE_S = 60.0
 
@@ -40,12 +40,13 @@ class DrainReader:
     def __init__(self, path: Path, check_interval_s: float = 0.25, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time):
         self.wall_clock = wall_clock
-        self._file = CachedDocument(path, check_interval_s, clock)
+        self._file = CachedJson(path, check_interval_s, clock)
         self._draining: frozenset[str] = frozenset()
 
     def draining(self) -> frozenset[str]:
         """The programs listed in drain.json now (entries long past their deadline left out)."""
-        document, checked = self._file.read()
-        if checked:
+        checks = self._file.checks
+        document = self._file.document()
+        if self._file.checks != checks:                  # stat-ed again just now: derive again
             self._draining = draining_programs(document, self.wall_clock())
         return self._draining

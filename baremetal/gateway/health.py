@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from baremetal.gateway.run_files import CachedDocument
+from baremetal.host.files import CachedJson
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,13 @@ class VerdictReader:
         self.path = path
         self.stale_after_s = stale_after_s
         self.wall_clock = wall_clock
-        self._file = CachedDocument(path, check_interval_s, clock)
+        self._file = CachedJson(path, check_interval_s, clock)
         self._unhealthy: dict[str, Verdict] = {}
 
     def unhealthy(self) -> Mapping[str, Verdict]:
         """PROGRAM -> verdict for the programs the watchdog marks unhealthy now."""
-        document, checked = self._file.read()
-        if checked:
+        checks = self._file.checks
+        document = self._file.document()
+        if self._file.checks != checks:                  # stat-ed again just now: derive again
             self._unhealthy = unhealthy_programs(document, self.wall_clock(), self.stale_after_s)
         return self._unhealthy

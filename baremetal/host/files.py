@@ -39,7 +39,8 @@ class CachedJson:
         self.path = Path(path)
         self.check_interval_s = check_interval_s
         self.clock = clock or time.monotonic
-        self.checked_s = float("-inf")       # when it was last stat-ed (readers recompute after a check)
+        self.checked_s = float("-inf")       # when it was last stat-ed
+        self.checks = 0                      # how many times: readers derive again after each
         self._identity: tuple[int, int] | None = None
         self._document: object = None
 
@@ -48,6 +49,7 @@ class CachedJson:
         now = self.clock()
         if now - self.checked_s >= self.check_interval_s:
             self.checked_s = now
+            self.checks += 1
             self._refresh()
         return self._document
 
