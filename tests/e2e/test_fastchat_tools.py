@@ -22,7 +22,6 @@ from pathlib import Path
 import openai
 import pytest
 
-from baremetal.config import load_stack
 from baremetal.demo import fixed_chats as chats
 from tests.support import responses_api
 from tests.support.demo_stack import record

