@@ -36,9 +36,8 @@ class ReplayDiverged(Exception):
 
 
 class EmptyContinuation(Exception):
-    """A continuation ended without adding a token to what the client has: a template that does not
-    continue the partial message (it closed it instead) looks exactly like this, so the request is
-    replayed and checked rather than ending the client's stream short."""
+    """A continuation ended without adding a token to what the client has: the request is replayed and
+    checked rather than ending the client's stream short."""
 
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -74,15 +73,45 @@ def encode(event: dict) -> bytes:
     return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+ABORTED = 'the engine aborted it (finish_reason "abort": its engine was stopping)'
+
+
+def aborted(event: dict) -> bool:
+    """vLLM's last event for the requests its engine drops when it stops (a SIGTERM to the EngineCore, as
+    a restart sends, aborts every request in flight): finish_reason "abort". Not an end of the answer:
+    the request goes on elsewhere, as after an error event."""
+    return any(isinstance(choice, dict) and choice.get("finish_reason") == "abort" for choice in event.get("choices") or ())
+
+
+def aborted_answer(data: bytes) -> bool:
+    """Whether a whole (not streamed) answer is one vLLM aborted (it then has a partial text or none)."""
+    if b'"abort"' not in data:
+        return False
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and aborted(answer)
+
+
+def failure_of(event: dict) -> str | None:
+    """Why `event` is not part of an answer: an error event's message, or ABORTED; None for an answer's event."""
+    message = error_message(event)
+    if message is None and aborted(event):
+        return ABORTED
+    return message
+
+
 def split_error(data: bytes) -> tuple[bytes, str | None]:
-    """(the events before an error event, its message) of complete SSE bytes; (data, None) without one."""
-    if b'"error"' not in data:
+    """(the events before the first that fails the stream (an error event, an aborted end), why it
+    fails) of complete SSE bytes; (data, None) without one."""
+    if b'"error"' not in data and b'"abort"' not in data:
         return data, None
     kept = []
     for block in data.split(b"\n\n"):
         if block:
             for event in sse_events(block + b"\n\n"):
-                message = error_message(event) if event is not None else None
+                message = failure_of(event) if event is not None else None
                 if message is not None:
                     return b"".join(kept), message
             kept.append(block + b"\n\n")
@@ -129,7 +158,7 @@ class ChoiceSoFar:
         elif isinstance(choice.get("text"), str) and choice["text"]:
             self.texts["text"] = self.texts.get("text", "") + choice["text"]
             self.pieces += 1
-        if choice.get("finish_reason"):
+        if choice.get("finish_reason") and choice["finish_reason"] != "abort":     # aborted: not an end
             self.finish_reason = choice["finish_reason"]
 
 
@@ -298,7 +327,7 @@ class Merge:
             if event is None:
                 out.append(DONE)
                 continue
-            message = error_message(event)
+            message = failure_of(event)
             if message is not None:
                 return b"".join(out), message
             event = self._event(event)

@@ -96,8 +96,9 @@ async def _rest(gateway: "Gateway", call: ClientRequest, backend: "Backend", rec
 async def _template_continues(gateway: "Gateway", call: ClientRequest, backend: "Backend", payload: dict,
                               text: str) -> bool:
     """Whether the backend's chat template leaves the partial assistant message open (the prompt it renders
-    ends with the text so far), as continue_final_message needs; templates that close the message anyway
-    would end the answer short, so those streams are replayed. One /tokenize and one /detokenize."""
+    ends with the text so far), as continue_final_message needs; after a template that closes the message
+    anyway the model starts a new turn (tiny-chat answers again from its first word), so those streams are
+    replayed. One /tokenize and one /detokenize."""
     tail = text.rstrip()[-12:]
     if not tail:
         return True
@@ -149,6 +150,9 @@ async def _forward(gateway: "Gateway", backend: "Backend", call: ClientRequest, 
             received()
             if response.status in RESEND_STATUSES and failover is not None and failover.can_resend():
                 raise BackendFailed(f"answered {response.status}: {data[:200].decode('utf-8', 'replace')}")
+            if response.status == 200 and failover is not None and failover.can_resend() \
+                    and migration.aborted_answer(data):
+                raise BackendFailed(migration.ABORTED)
             await _answer(response.status, content_type, data, respond)
     except upstream.errors as error:
         if answered or (record is not None and record.sent):
@@ -198,7 +202,7 @@ async def _relay(response, content_type: bytes, respond: Responder, record: migr
                 await respond.start(response.status, content_type, ((b"cache-control", b"no-cache"),))
             await respond.chunk(data)
         if error is not None:
-            raise BackendFailed(f"error event mid-stream: {error}")
+            raise BackendFailed(error if error == migration.ABORTED else f"error event mid-stream: {error}")
     if not record.done and not record.so_far().finished:
         raise BackendFailed("the stream ended before its end")
     if not respond.started:

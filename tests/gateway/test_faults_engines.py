@@ -2,7 +2,7 @@
 hermes tool parser on) and two FastChat workers of it, behind the real gateway, under real supervisord
 with the watchdog, asked with the openai SDK. Each fault hits while streams are running: the SIGKILL of
 a replica's API server, the SIGSTOP of a replica's EngineCore (the watchdog finds it stuck and restarts
-it), the lone replica frozen and restarted (its requests held, then continued on it), a FastChat
+it), the SIGTERM of an EngineCore (vLLM aborts its requests), the lone replica frozen and restarted (its requests held, then continued on it), a FastChat
 worker killed. Every client must get the full, unaltered answer: the one the same request gets without
 a fault (at temperature 0), which starts with the demo model's fixed reply.
 
@@ -374,6 +374,20 @@ def test_a_lone_frozen_replica_holds_its_requests_then_continues_them(stack, ref
     assert not psutil.pid_exists(core.pid)              # the watchdog restarted it; the answers came from the new one
     record("faults-lone-replica-frozen", {"migrated": migrated, "retried": retried, "held": cut + 2,
                                           "done_after_s": got["after_fault_s"]})
+
+
+def test_an_engine_core_stopped_mid_stream_costs_the_clients_nothing(stack, references):
+    """A SIGTERM to the EngineCore alone (what a restart sends it, after the watchdog's SIGCONT): vLLM ends
+    every request in flight with finish_reason "abort", a normal-looking end, and the clients would get
+    their answers cut short "as if whole" (seen on a GPU). The gateway takes them on to chat-a."""
+    wait_for(lambda: phase(stack, "chat-a") == "ready" and phase(stack, "chat-b") == "ready", 240, 0.5, "both serving")
+    before, lines = resent(stack, (0, 0)), len(gateway_log(stack))
+    core = engine_core(stack, "chat-b")
+    got = fault_mid_stream(stack, references, "chat-b", lambda: os.kill(core.pid, signal.SIGTERM))
+    migrated, retried = resent(stack, before)
+    assert (migrated, retried) == (got["cut_streams"], 2)
+    assert [line for line in gateway_log(stack)[lines:] if 'the engine aborted it (finish_reason "abort"' in line]
+    record("faults-sigterm-engine-core", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
 
 
 def test_a_frozen_engine_core_mid_stream_costs_the_clients_nothing(stack, references):

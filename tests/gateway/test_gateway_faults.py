@@ -182,6 +182,27 @@ def test_a_stream_that_breaks_goes_on_at_the_other_replica(client, running):
     assert "continues on up-b by replay after 15 characters" in gateway_log(running)
 
 
+def test_answers_an_engine_aborts_as_it_stops_go_on_at_the_other_replica(client, running):
+    """vLLM ends the requests of an engine that stops (a SIGTERM to its EngineCore, as a restart sends) with
+    finish_reason "abort": the client must get the whole answer, from the other replica, not a short one."""
+    migrated, retried = counter(running, "migrated_total"), counter(running, "retried_total")
+    wait_for(lambda: "up-a" in stream_text(client)[1], 60, 0.5, "up-a serving again")
+    results = []
+    while len(results) < 8 and {"up-a", "up-b"} not in [served for _, served in results]:
+        results.append(stream_text(client, x_fault={"up-a": "abort_after:3"}))
+    assert [text for text, _ in results] == [FULL] * len(results)
+    assert {"up-a", "up-b"} in [served for _, served in results], results
+    assert counter(running, "migrated_total") > migrated
+    whole = [client.chat.completions.create(model="chat", messages=MESSAGES, extra_body={"x_fault": {"up-a": "abort_after:0"}})
+             for _ in range(4)]
+    assert {(a.choices[0].message.content, a.choices[0].finish_reason, a.model_extra["served_by"]) for a in whole} \
+        == {("Hello there.", "stop", "up-b")}
+    assert counter(running, "retried_total") > retried
+    log = gateway_log(running)
+    assert 'migrated from up-a to up-b: the engine aborted it (finish_reason "abort"' in log
+    assert 'retried from up-a to up-b: the engine aborted it (finish_reason "abort"' in log
+
+
 def test_a_silent_stream_is_given_up_after_the_stall_limit(client, running):
     started = time.monotonic()
     results = [stream_text(client, x_fault={"up-b": "hang_after:5"}) for _ in range(2)]       # one starts at up-b

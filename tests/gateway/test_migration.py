@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from baremetal.gateway.migration import (COMPACT_BYTES, DONE, EmptyContinuation, Merge, ReplayDiverged, StreamRecord,
-                                         StreamSoFar, continuation, encode, split_error, sse_events, way_to_continue)
+from baremetal.gateway.migration import (ABORTED, COMPACT_BYTES, DONE, EmptyContinuation, Merge, ReplayDiverged,
+                                         StreamRecord, StreamSoFar, aborted_answer, continuation, encode, split_error,
+                                         sse_events, way_to_continue)
 
 ANSWER = ["Hello", "!", " I", " am", " tiny", "-chat", "."]
 
@@ -91,6 +92,24 @@ def test_error_events_are_found_and_content_that_mentions_errors_is_not():
     before = b"".join(plain_stream(ANSWER[:2]))
     assert split_error(before + error + DONE) == (before, "EngineCore encountered an issue.")
     assert split_error(encode({"object": "error", "message": "old vLLM"}))[1] == "old vLLM"
+
+
+def test_an_aborted_end_is_a_failure_not_the_end_of_the_answer():
+    # vLLM's last event for a request its stopping engine drops (seen on a GPU as streams cut short "as if whole")
+    before = b"".join(plain_stream(ANSWER[:2]))
+    abort = chat({}, finish="abort")
+    assert split_error(before + abort + DONE) == (before, ABORTED)
+    assert not so_far_of(before, abort).finished                   # were it passed on, the stream is not over
+    merged, why = Merge("continue", so_far_of(*plain_stream(ANSWER[:1])), tokens=1).feed(
+        chat({"content": ANSWER[1]}, "chatcmpl-second") + chat({}, "chatcmpl-second", finish="abort") + DONE)
+    assert why == ABORTED and client_view(merged)[1] == ANSWER[1]   # a continuation aborted in turn goes on again
+    mentioned = chat({"content": 'say "abort" twice'}, finish="stop")
+    assert split_error(mentioned) == (mentioned, None)
+    whole = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "abort"}]}
+    assert aborted_answer(json.dumps(whole).encode())
+    whole["choices"][0]["finish_reason"] = "stop"
+    assert not aborted_answer(json.dumps(whole).encode()) and not aborted_answer(b"not json with \"abort\"")
 
 
 CHAT = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello! Who are you?"}], "stream": True,

@@ -8,7 +8,9 @@ answering, `x_chunks` sets the number of streamed chunks (and the completion tok
 stream gets with `stream_options.include_usage`), `x_interval_s` the pause after each, `x_status`
 answers with that status, and `x_fault: {NAME: FAULT}` makes only the upstream called NAME misbehave:
 "status:503" answers 503, "drop_after:N" breaks the connection after N streamed chunks, "hang_after:N"
-goes silent after them, "delay:S" waits S seconds before answering. `--graceful-s 0` makes it cut its
+goes silent after them, "abort_after:N" ends the stream after N chunks as vLLM ends the requests its
+stopping engine drops (a last chunk with finish_reason "abort", then [DONE]; a whole chat answer: its
+first word with finish_reason "abort"), "delay:S" waits S seconds before answering. `--graceful-s 0` makes it cut its
 requests in flight on SIGTERM, as a server that does not drain.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
@@ -119,6 +121,10 @@ async def _respond(scope, receive, send, payload: dict) -> None:
         return
     if not payload.get("stream"):
         body = _answer(scope["path"], payload)
+        if kind == "abort_after" and scope["path"].endswith("/chat/completions"):
+            answer = json.loads(body)
+            answer["choices"][0].update(message={"role": "assistant", "content": "Hello"}, finish_reason="abort")
+            body = json.dumps(answer).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -130,7 +136,10 @@ async def _respond(scope, receive, send, payload: dict) -> None:
     interval_s = float(payload.get("x_interval_s", 0))
     watcher = asyncio.ensure_future(receive()) if interval_s else None   # uvicorn's send() stays silent
     for index in range(int(payload.get("x_chunks", 8))):
-        if kind in ("drop_after", "hang_after") and index == int(number):
+        if kind in ("drop_after", "hang_after", "abort_after") and index == int(number):
+            if kind == "abort_after":
+                await send({"type": "http.response.body", "body": _chunk(model, {}, "abort") + b"data: [DONE]\n\n"})
+                return
             if kind == "drop_after":
                 raise ConnectionResetError("told to drop the connection")     # uvicorn closes it mid-body
             await receive()                                                   # silent until the client leaves
