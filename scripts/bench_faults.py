@@ -136,17 +136,18 @@ def conversations(models: Path) -> list[tuple[str, str, dict]]:
 
 
 def answer_of(response, stream: bool) -> str:
-    """The answer's text and tool calls as one comparable string; raises on an error event or a cut stream."""
+    """The answer's text, tool calls and finish reason as one comparable string (an answer its engine
+    aborted ends with finish_reason "abort"); raises on an error event or a cut stream."""
     if not stream:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         choice = response.json()["choices"][0]
         message = choice.get("message") or {}
         calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
-        return json.dumps([message.get("content") or choice.get("text"), calls])
+        return json.dumps([message.get("content") or choice.get("text"), calls, choice.get("finish_reason")])
     if response.status_code != 200:
         raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:200]!r}")
-    text, calls, done = [], {}, False
+    text, calls, done, finish = [], {}, False, None
     for line in response.iter_lines():
         if line == "data: [DONE]":
             done = True
@@ -156,6 +157,7 @@ def answer_of(response, stream: bool) -> str:
                 raise RuntimeError(f"error event: {str(chunk['error'].get('message'))[:200]}")
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
+                finish = choice.get("finish_reason") or finish
                 text.append(delta.get("content") or choice.get("text") or "")
                 for call in delta.get("tool_calls") or []:
                     entry = calls.setdefault(call.get("index", 0), ["", ""])
@@ -163,7 +165,7 @@ def answer_of(response, stream: bool) -> str:
                     entry[1] += (call.get("function") or {}).get("arguments") or ""
     if not done:
         raise RuntimeError("the stream ended without [DONE]")
-    return json.dumps(["".join(text), [tuple(calls[i]) for i in sorted(calls)]])
+    return json.dumps(["".join(text), [tuple(calls[i]) for i in sorted(calls)], finish])
 
 
 @dataclass
