@@ -35,6 +35,7 @@ from baremetal.watchdog.policy import Observation
 
 CANARY_KINDS = ("vllm",)
 AUTH_STATUSES = (401, 403)
+IDLE_LOOK_S = 5.0          # an idle engine behind the gateway: /health and /metrics at most this often
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ProgramObserver:
     _unwitnessed_use_s: float = 0.0          # last time its counters moved with no request through the gateway
     _witness_busy: bool = False              # the gateway had requests of it in flight at the previous look
     _look_s: float = 0.0                     # the previous look
+    _idle_at_look: bool = False              # that look found it idle and healthy (nothing pending, no canary)
 
     def observe(self, info: ProcessInfo | None, now_s: float, witness: BackendView | None = None,
                 gateway_up: bool = False) -> Observation:
@@ -88,6 +90,10 @@ class ProgramObserver:
         spec_probe = self.spec.probe
         if spec_probe is None:
             return Observation(**base, cpu_s=cpu_s, stopped=stopped)
+        if not stopped and self._still_idle(now_s, witness, gateway_up):
+            return Observation(**base, probe_ok=True, detail=f"idle: last asked {now_s - self._look_s:.1f}s ago",
+                               cpu_s=cpu_s)
+        self._idle_at_look = False
         result = self._liveness()
         ok, detail = result.ok, result.detail
         progressed, pending, pending_detail = False, False, ""
@@ -107,8 +113,21 @@ class ProgramObserver:
         return Observation(**base, probe_ok=ok, detail=detail, latency_s=result.latency_s, pending=pending,
                            progressed=progressed, cpu_s=cpu_s, stopped=stopped, pending_detail=pending_detail)
 
+    def _still_idle(self, now_s: float, witness: BackendView | None, gateway_up: bool) -> bool:
+        """Whether this look can do without the engine's /health and /metrics: a vLLM server behind a
+        running gateway that was idle and healthy at its last look, less than IDLE_LOOK_S ago, with no
+        request through the gateway since and no canary due. An idle engine then answers two requests
+        every IDLE_LOOK_S rather than every tick; a request through the gateway is seen at once (its
+        witness file), one that bypasses it at the next look."""
+        if not (self._idle_at_look and gateway_up and witness is not None and witness.in_flight == 0):
+            return False
+        if (witness.last_request_s or 0.0) >= self._look_s - 1.0 or now_s - self._look_s >= IDLE_LOOK_S:
+            return False
+        return now_s - max(self._last_use_s or 0.0, self._last_canary_s) < self.idle_probe_interval_s
+
     def _new_instance(self, info: ProcessInfo) -> None:
         self._instance = info.start_s
+        self._idle_at_look = False
         self._previous = None
         self._canary = None                   # one sent to the old process tells nothing about the new
         self._last_use_s = None
@@ -164,6 +183,7 @@ class ProgramObserver:
         pending = bool(progress.pending) or in_flight
         if canary_failure:
             return progressed, pending, ", ".join(pending_parts), False, canary_failure
+        self._idle_at_look = (progress.counters is not None and not pending and not progressed and not used)
         return progressed, pending, ", ".join(pending_parts), True, f"{detail}; {progress.detail}"
 
     def _collect_canary(self, info: ProcessInfo) -> tuple[bool, str | None]:

@@ -31,8 +31,10 @@ class FakeVllm:
     def __init__(self):
         self.steps = 0
         self.canaries: list[dict] = []
+        self.asked: list[str] = []          # the paths of its GETs
 
     def get(self, url: str, timeout: float, headers: dict | None = None) -> Answer:
+        self.asked.append(url.rsplit("/", 1)[-1])
         if url.endswith("/metrics"):
             return Answer(200, f"vllm:iteration_tokens_total_count {self.steps}\nvllm:num_requests_running 0\n"
                                "vllm:num_requests_waiting 0\n")
@@ -134,3 +136,30 @@ def test_clients_that_bypass_the_gateway_get_the_quiet_canary_too():
     watch.observe(INFO, NOW + 7, through, gateway_up=True)
     watch.observe(INFO, NOW + 8, through, gateway_up=True)
     assert len(server.canaries) == 1
+
+
+def test_an_idle_engine_behind_the_gateway_is_asked_every_few_seconds_and_a_request_at_once():
+    server = FakeVllm()
+    watch = observer(server)
+    idle = BackendView("chat")
+    asked = []
+    for second in range(60):
+        before = len(server.asked)
+        watch.observe(INFO, NOW + second, idle, gateway_up=True)
+        if len(server.asked) > before:
+            asked.append(second)
+    # /health and /metrics every IDLE_LOOK_S (5 s) rather than every second; the canary at 30 s and the
+    # look after its answer come on top
+    assert asked[:7] == [0, 5, 10, 15, 20, 25, 30] and len(asked) <= 14, asked
+    assert set(server.asked) == {"health", "metrics"} and len(server.canaries) == 1
+    server.asked.clear()
+    waiting = BackendView("chat", in_flight=1, last_request_s=NOW + 60, oldest_wait_s=0.5)
+    seen = watch.observe(INFO, NOW + 60.5, waiting, gateway_up=True)          # a request arrived: looked at now
+    assert server.asked == ["health", "metrics"] and seen.pending
+    for second in range(61, 64):
+        watch.observe(INFO, NOW + second, waiting, gateway_up=True)
+    assert len(server.asked) == 8                                            # every tick while it waits
+    alone = observer(FakeVllm())
+    for second in range(10):
+        alone.observe(INFO, NOW + second, None)                              # no gateway: every tick
+    assert alone.http.asked.count("metrics") == 10
