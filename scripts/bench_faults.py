@@ -392,11 +392,27 @@ FAULTS = [("SIGSTOP of chat-a's EngineCore", sigstop_core("chat-a")),
           ("the lone chat-b's EngineCore SIGSTOPped", sigstop_core("chat-b"))]
 
 
-def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict) -> None:
-    """Fill `result` (kept as far as it got when a step fails)."""
+def idle_rounds(setup: Setup, seconds: float, rounds: int) -> dict:
+    """idle() `rounds` times, one after the other: each round's figures and the medians, with the spread."""
+    each = []
+    for number in range(rounds):
+        each.append(idle(setup, seconds))
+        print(f"[{setup.mode}] idle round {number + 1}/{rounds}: {each[-1]}", flush=True)
+    out = {key: round(statistics.median(r[key] for r in each), 3) for key in each[0] if each[0][key] is not None}
+    ratios = [r["cpu_ratio"] for r in each if r["cpu_ratio"] is not None]
+    return out | {"rounds": rounds, "cpu_ratio_min": min(ratios, default=None), "cpu_ratio_max": max(ratios, default=None),
+                  "each": each}
+
+
+def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict, idle_only: int = 0) -> None:
+    """Fill `result` (kept as far as it got when a step fails). `idle_only`: that many idle rounds, no faults."""
     setup.write()
     up = setup.baremetal("up", "--timeout", "10m")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    if idle_only:
+        result["idle"] = idle_rounds(setup, idle_s, idle_only)
+        setup.baremetal("down")
+        return
     result |= {"idle": idle(setup, idle_s), "faults": []}
     print(f"[{setup.mode}] idle: {result['idle']}", flush=True)
     clients = Clients(f"http://127.0.0.1:{setup.ports['api']}", setup.models, clients_count)
@@ -481,11 +497,26 @@ def prepare(options) -> tuple[str, Path]:
     return options.python, models
 
 
+def idle_table(results: list[dict]) -> str:
+    """The idle figures of an --idle-only run, one row per mode (medians over the rounds, the ratio's spread)."""
+    lines = ["| mode | rounds | canaries per minute per engine | engine CPU-s per minute, watchdog on | watchdog "
+             "stopped | ratio (min-max) |", "| --- | --- | --- | --- | --- | --- |"]
+    for result in results:
+        row = result.get("idle")
+        if row:
+            lines.append(f"| {result['mode']} | {row['rounds']} | {row['canaries_per_min_per_engine']} | "
+                         f"{row['cpu_s_per_min_per_engine_with_watchdog']} | {row['cpu_s_per_min_per_engine_without']} | "
+                         f"{row['cpu_ratio']} ({row['cpu_ratio_min']}-{row['cpu_ratio_max']}) |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--idle-s", type=float, default=60.0, help="each idle measurement (with and without the watchdog)")
     parser.add_argument("--modes", default="off,on")
+    parser.add_argument("--idle-only", type=int, default=0, metavar="ROUNDS",
+                        help="only the idle measurement, this many rounds (median and spread), no faults")
     parser.add_argument("--gpu", action="store_true", help="both replicas on GPU 0 (bf16, gpu_memory_utilization 0.3)")
     parser.add_argument("--python", default=sys.executable, help="with --gpu: the interpreter that has vLLM")
     parser.add_argument("--root", type=Path, default=None)
@@ -501,13 +532,16 @@ def main() -> None:
         setup = Setup(options.root, python, models, options.gpu, mode)
         results.append({"mode": mode})
         try:
-            run_mode(setup, options.clients, options.idle_s, results[-1])
+            run_mode(setup, options.clients, options.idle_s, results[-1], options.idle_only)
         except Exception as error:  # noqa: BLE001 - reported; the stack is brought down for the next mode
             print(f"[{mode}] FAILED: {type(error).__name__}: {error}", flush=True)
             setup.baremetal("down")
             results[-1]["error"] = f"{type(error).__name__}: {error}"[:3000]
     done = [result for result in results if "faults" in result and "all" in result]
-    print("\n" + table(done))
+    if options.idle_only:
+        print("\n" + idle_table(results))
+    else:
+        print("\n" + table(done))
     if options.out:
         options.out.mkdir(parents=True, exist_ok=True)
         (options.out / "bench_faults.json").write_text(json.dumps(results, indent=1))
