@@ -111,9 +111,12 @@ def ensure_env(name: str) -> Path:
 def _install(name: str) -> Path:
     config = stack_file(name)
     log = CACHE / f"install-{name}.log"
+    # pip compiles every installed module by default (torch, vLLM, transformers: minutes of CPU on two
+    # cores); the tests import a fraction of them, compiled on first import instead.
+    environment = os.environ | {"PIP_NO_COMPILE": "1"}
     with open(log, "a", encoding="utf-8") as stream:
         result = subprocess.run([sys.executable, "-m", "baremetal", "install", "-c", str(config), "--env", name],
-                                stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
     if result.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
         raise RuntimeError(f"`baremetal install` of test env {name!r} failed (exit {result.returncode}):\n"
