@@ -400,8 +400,8 @@ def idle_rounds(setup: Setup, seconds: float, rounds: int) -> dict:
         print(f"[{setup.mode}] idle round {number + 1}/{rounds}: {each[-1]}", flush=True)
     out = {key: round(statistics.median(r[key] for r in each), 3) for key in each[0] if each[0][key] is not None}
     ratios = [r["cpu_ratio"] for r in each if r["cpu_ratio"] is not None]
-    return out | {"rounds": rounds, "cpu_ratio_min": min(ratios, default=None), "cpu_ratio_max": max(ratios, default=None),
-                  "each": each}
+    return out | {"rounds": rounds, "cpu_ratio_min": min(ratios, default=None),
+                  "cpu_ratio_max": max(ratios, default=None), "each": each}
 
 
 def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict, idle_only: int = 0) -> None:

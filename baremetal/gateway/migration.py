@@ -80,7 +80,8 @@ def aborted(event: dict) -> bool:
     """vLLM's last event for the requests its engine drops when it stops (a SIGTERM to the EngineCore, as
     a restart sends, aborts every request in flight): finish_reason "abort". Not an end of the answer:
     the request goes on elsewhere, as after an error event."""
-    return any(isinstance(choice, dict) and choice.get("finish_reason") == "abort" for choice in event.get("choices") or ())
+    choices = event.get("choices") or ()
+    return any(isinstance(choice, dict) and choice.get("finish_reason") == "abort" for choice in choices)
 
 
 def aborted_answer(data: bytes) -> bool:

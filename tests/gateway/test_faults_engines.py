@@ -2,9 +2,10 @@
 hermes tool parser on) and two FastChat workers of it, behind the real gateway, under real supervisord
 with the watchdog, asked with the openai SDK. Each fault hits while streams are running: the SIGKILL of
 a replica's API server, the SIGSTOP of a replica's EngineCore (the watchdog finds it stuck and restarts
-it), the SIGTERM of an EngineCore (vLLM aborts its requests), the lone replica frozen and restarted (its requests held, then continued on it), a FastChat
-worker killed. Every client must get the full, unaltered answer: the one the same request gets without
-a fault (at temperature 0), which starts with the demo model's fixed reply.
+it), the SIGTERM of an EngineCore (vLLM aborts its requests), the lone replica frozen and restarted (its
+requests held, then continued on it), a FastChat worker killed. Every client must get the full, unaltered
+answer: the one the same request gets without a fault (at temperature 0), which starts with the demo
+model's fixed reply.
 
 To make sure a fault lands mid-stream, vLLM answers are long (`ignore_eos` lets tiny-chat go on past
 its fixed reply for 1,200 tokens) and the fault comes once every stream has content. On two
@@ -324,7 +325,8 @@ def test_sigkill_of_an_api_server_mid_stream_costs_the_clients_nothing(stack, re
     core = next(p for p in left if p.cmdline()[:1] == ["VLLM::EngineCore"])
     got = fault_mid_stream(stack, references, "chat-a", lambda: os.kill(server.pid, signal.SIGKILL))
     migrated, retried = resent(stack, before)
-    assert (migrated, retried) == (got["cut_streams"], 2)   # each cut stream continued once, each whole answer sent again once
+    # each cut stream continued once, each whole answer sent again once
+    assert (migrated, retried) == (got["cut_streams"], 2)
     # the new chat-a never runs beside what the killed one left: the watchdog ends it and says so
     wait_for(lambda: not [p for p in left if alive(p)], 30, 0.2, "the killed server's EngineCore ended")
     said = wait_for(lambda: [e for e in events(stack) if e["kind"] == "remains" and e["program"] == "chat-a"], 15,
@@ -387,7 +389,8 @@ def test_an_engine_core_stopped_mid_stream_costs_the_clients_nothing(stack, refe
     migrated, retried = resent(stack, before)
     assert (migrated, retried) == (got["cut_streams"], 2)
     assert [line for line in gateway_log(stack)[lines:] if 'the engine aborted it (finish_reason "abort"' in line]
-    record("faults-sigterm-engine-core", {"migrated": migrated, "retried": retried, "done_after_s": got["after_fault_s"]})
+    record("faults-sigterm-engine-core", {"migrated": migrated, "retried": retried,
+                                          "done_after_s": got["after_fault_s"]})
 
 
 def test_a_frozen_engine_core_mid_stream_costs_the_clients_nothing(stack, references):

@@ -193,8 +193,8 @@ def test_answers_an_engine_aborts_as_it_stops_go_on_at_the_other_replica(client,
     assert [text for text, _ in results] == [FULL] * len(results)
     assert {"up-a", "up-b"} in [served for _, served in results], results
     assert counter(running, "migrated_total") > migrated
-    whole = [client.chat.completions.create(model="chat", messages=MESSAGES, extra_body={"x_fault": {"up-a": "abort_after:0"}})
-             for _ in range(4)]
+    aborting = {"x_fault": {"up-a": "abort_after:0"}}
+    whole = [client.chat.completions.create(model="chat", messages=MESSAGES, extra_body=aborting) for _ in range(4)]
     assert {(a.choices[0].message.content, a.choices[0].finish_reason, a.model_extra["served_by"]) for a in whole} \
         == {("Hello there.", "stop", "up-b")}
     assert counter(running, "retried_total") > retried
