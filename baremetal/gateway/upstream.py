@@ -103,10 +103,7 @@ class Upstream:
                     raise BackendFailed(f"{url} answered {response.status}: {text[:200]!r}")
         except self.errors as error:
             raise self.classify(error) from None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None
+        return _parsed(url, text)
 
     async def get_json(self, url: str, timeout_s: float) -> Any:
         """GET JSON (model facts, versions); None when the backend has no such endpoint (404, 405)."""
@@ -121,10 +118,7 @@ class Upstream:
                     raise BackendFailed(f"{url} answered {response.status}: {text[:200]!r}")
         except self.errors as error:
             raise self.classify(error) from None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None
+        return _parsed(url, text)
 
     async def forward(self, method: str, url: str, headers: dict[str, str], body: bytes = b"",
                       timeout_s: float = 60.0) -> tuple[int, str, bytes]:
@@ -137,3 +131,11 @@ class Upstream:
                 return response.status, response.headers.get("Content-Type", "application/json"), await response.read()
         except self.errors as error:
             raise self.classify(error) from None
+
+
+def _parsed(url: str, text: bytes) -> Any:
+    """A backend's JSON answer, or BackendFailed saying it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BackendFailed(f"{url} answered something that is not JSON: {text[:200]!r}") from None
