@@ -101,7 +101,8 @@ def test_models_come_from_the_stack_and_the_controller(client):
     wait_for(lambda: "tiny-chat-unlisted" in [model.id for model in client.models.list()], 90, 1.0,
              "the unlisted worker registered")
     assert [model.id for model in client.models.list()] == ["tiny-chat", "tiny-chat-conv", "tiny-chat-unlisted"]
-    reply = client.chat.completions.create(model="tiny-chat-unlisted", max_tokens=8,
+    # Greedy: FastChat samples at temperature 1 by default, and a tiny model sampled may end at once.
+    reply = client.chat.completions.create(model="tiny-chat-unlisted", max_tokens=8, temperature=0,
                                            messages=[{"role": "user", "content": chats.PLAIN_QUESTION}])
     assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
 
