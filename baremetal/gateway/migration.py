@@ -84,6 +84,17 @@ def aborted(event: dict) -> bool:
     return any(isinstance(choice, dict) and choice.get("finish_reason") == "abort" for choice in choices)
 
 
+EMPTY = "the stream ended with no answer ([DONE] before any choice: its server was stopping)"
+
+
+def answered(data: bytes) -> bool:
+    """Whether complete SSE bytes hold an answer's event (one with a choice) or an error event: a stream
+    that is only `data: [DONE]` (what vLLM's API server sends for a request it drops as it stops, before
+    the engine gave it a token) answered nothing and is no end of an answer."""
+    return any(event is not None and (event.get("choices") or error_message(event) is not None)
+               for event in sse_events(data))
+
+
 def aborted_answer(data: bytes) -> bool:
     """Whether a whole (not streamed) answer is one vLLM aborted (it then has a partial text or none)."""
     if b'"abort"' not in data:

@@ -192,6 +192,8 @@ async def _relay(response, content_type: bytes, respond: Responder, record: migr
             data, pending = data[:cut], data[cut:]
             if not data:
                 continue
+        if not record.sent and data.endswith(migration.DONE) and not migration.answered(data):
+            raise BackendFailed(migration.EMPTY)          # nothing sent yet: the request goes elsewhere whole
         if merge is not None:
             data, error = merge.feed(data)
         else:

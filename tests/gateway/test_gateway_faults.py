@@ -203,6 +203,18 @@ def test_answers_an_engine_aborts_as_it_stops_go_on_at_the_other_replica(client,
     assert 'retried from up-a to up-b: the engine aborted it (finish_reason "abort"' in log
 
 
+def test_a_stream_that_is_only_done_is_sent_again_not_passed_on_empty(client, running):
+    """vLLM's API server, stopping, ends a request the engine had not given a token yet with `data: [DONE]`
+    alone: no choice, no finish reason. That is no answer: the client must get the whole one elsewhere."""
+    retried = counter(running, "retried_total")
+    wait_for(lambda: "up-a" in stream_text(client)[1], 60, 0.5, "up-a serving again")
+    results = [stream_text(client, x_fault={"up-a": "empty"}) for _ in range(6)]
+    assert results == [(FULL, {"up-b"})] * len(results)
+    assert counter(running, "retried_total") > retried
+    assert "retried from up-a to up-b: the stream ended with no answer ([DONE] before any choice" \
+        in gateway_log(running)
+
+
 def test_a_silent_stream_is_given_up_after_the_stall_limit(client, running):
     started = time.monotonic()
     results = [stream_text(client, x_fault={"up-b": "hang_after:5"}) for _ in range(2)]       # one starts at up-b

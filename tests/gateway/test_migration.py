@@ -10,8 +10,8 @@ import json
 import pytest
 
 from baremetal.gateway.migration import (ABORTED, COMPACT_BYTES, DONE, EmptyContinuation, Merge, ReplayDiverged,
-                                         StreamRecord, StreamSoFar, aborted_answer, continuation, encode, split_error,
-                                         sse_events, way_to_continue)
+                                         StreamRecord, StreamSoFar, aborted_answer, answered, continuation, encode,
+                                         split_error, sse_events, way_to_continue)
 
 ANSWER = ["Hello", "!", " I", " am", " tiny", "-chat", "."]
 
@@ -110,6 +110,15 @@ def test_an_aborted_end_is_a_failure_not_the_end_of_the_answer():
     assert aborted_answer(json.dumps(whole).encode())
     whole["choices"][0]["finish_reason"] = "stop"
     assert not aborted_answer(json.dumps(whole).encode()) and not aborted_answer(b"not json with \"abort\"")
+
+
+def test_a_stream_of_done_alone_answered_nothing():
+    # what vLLM's API server sends for a request it drops as it stops, before the engine gave it a token
+    assert not answered(DONE) and not answered(b": a comment\n\n" + DONE)
+    assert answered(b"".join(plain_stream(ANSWER[:1])) + DONE)
+    assert answered(encode({"error": {"message": "overloaded"}}) + DONE)
+    usage_only = encode({"id": "chatcmpl-1", "choices": [], "usage": {"completion_tokens": 0}})
+    assert not answered(usage_only + DONE)
 
 
 CHAT = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello! Who are you?"}], "stream": True,

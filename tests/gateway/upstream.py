@@ -10,8 +10,10 @@ answers with that status, and `x_fault: {NAME: FAULT}` makes only the upstream c
 "status:503" answers 503, "drop_after:N" breaks the connection after N streamed chunks, "hang_after:N"
 goes silent after them, "abort_after:N" ends the stream after N chunks as vLLM ends the requests its
 stopping engine drops (a last chunk with finish_reason "abort", then [DONE]; a whole chat answer: its
-first word with finish_reason "abort"), "delay:S" waits S seconds before answering. `--graceful-s 0` makes it cut its
-requests in flight on SIGTERM, as a server that does not drain.
+first word with finish_reason "abort"), "empty" answers a stream with `data: [DONE]` alone (as vLLM's
+API server does for a request it drops as it stops, before the engine gave it a token), "delay:S" waits S
+seconds before answering. `--graceful-s 0` makes it cut its requests in flight on SIGTERM, as a server that
+does not drain.
 GET /_seen returns what it saw: every request (path, headers, body) and which ones the client abandoned.
 """
 
@@ -131,6 +133,9 @@ async def _respond(scope, receive, send, payload: dict) -> None:
         return
     model = payload.get("model", "")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    if kind == "empty":
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        return
     await send({"type": "http.response.body", "body": _chunk(model, {"role": "assistant", "content": ""}),
                 "more_body": True})
     interval_s = float(payload.get("x_interval_s", 0))
