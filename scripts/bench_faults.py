@@ -404,16 +404,20 @@ def idle_rounds(setup: Setup, seconds: float, rounds: int) -> dict:
                   "cpu_ratio_max": max(ratios, default=None), "each": each}
 
 
-def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict, idle_only: int = 0) -> None:
-    """Fill `result` (kept as far as it got when a step fails). `idle_only`: that many idle rounds, no faults."""
+def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict, idle_only: int = 0,
+             save=lambda: None) -> None:
+    """Fill `result` (kept as far as it got when a step fails; `save()` after each row, so a run cut short
+    by a time limit keeps its rows). `idle_only`: that many idle rounds, no faults."""
     setup.write()
     up = setup.baremetal("up", "--timeout", "10m")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     if idle_only:
         result["idle"] = idle_rounds(setup, idle_s, idle_only)
+        save()
         setup.baremetal("down")
         return
     result |= {"idle": idle(setup, idle_s), "faults": []}
+    save()
     print(f"[{setup.mode}] idle: {result['idle']}", flush=True)
     clients = Clients(f"http://127.0.0.1:{setup.ports['api']}", setup.models, clients_count)
     result["baseline"] = clients.baseline()
@@ -434,6 +438,7 @@ def run_mode(setup: Setup, clients_count: int, idle_s: float, result: dict, idle
             if ORPHANS:
                 row["orphaned_engine_cores"] = orphans_left()
             result["faults"].append(row)
+            save()
             print(f"[{setup.mode}] {json.dumps(row)}", flush=True)
             time.sleep(3)
     finally:
@@ -528,11 +533,17 @@ def main() -> None:
     options.root.mkdir(parents=True, exist_ok=True)
     python, models = prepare(options)
     results = []
+
+    def save() -> None:
+        if options.out:
+            options.out.mkdir(parents=True, exist_ok=True)
+            (options.out / "bench_faults.json").write_text(json.dumps(results, indent=1))
+
     for mode in options.modes.split(","):
         setup = Setup(options.root, python, models, options.gpu, mode)
         results.append({"mode": mode})
         try:
-            run_mode(setup, options.clients, options.idle_s, results[-1], options.idle_only)
+            run_mode(setup, options.clients, options.idle_s, results[-1], options.idle_only, save)
         except Exception as error:  # noqa: BLE001 - reported; the stack is brought down for the next mode
             print(f"[{mode}] FAILED: {type(error).__name__}: {error}", flush=True)
             setup.baremetal("down")
@@ -542,9 +553,7 @@ def main() -> None:
         print("\n" + idle_table(results))
     else:
         print("\n" + table(done))
-    if options.out:
-        options.out.mkdir(parents=True, exist_ok=True)
-        (options.out / "bench_faults.json").write_text(json.dumps(results, indent=1))
+    save()
 
 
 if __name__ == "__main__":

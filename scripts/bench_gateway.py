@@ -99,9 +99,13 @@ async def one_request(session, target: Target, body: bytes, stream: bool) -> Sam
                     first = time.perf_counter()
             tokens = json.loads(data.rstrip(b"\0").split(b"\0")[-1]).get("usage", {}).get("completion_tokens", 0)
         elif stream:
+            pending = b""                             # an event split across reads is counted once, whole
             async for chunk in response.content.iter_any():
                 now = time.perf_counter()
-                found = len(CONTENT.findall(chunk))
+                data = pending + chunk
+                cut = data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0
+                data, pending = data[:cut], data[cut:]
+                found = len(CONTENT.findall(data))
                 if found:
                     first = first or now
                     if last_chunk is not None:
