@@ -7,13 +7,12 @@ Two ways to continue:
   (`continue_final_message: true`, `add_generation_prompt: false`); completions: the prompt plus the
   text so far; `max_tokens` (`max_completion_tokens`, `min_tokens`) less what was generated. No token
   is generated twice, and it holds at any temperature.
-- **replay**: send the original request again and pass on only what the client does not have yet,
-  checking that the replayed start is what it was sent. For streams whose deltas are not the model's
-  raw text (tool calls and reasoning parsed by vLLM: the text between `<tool_call>` tags is gone), more
-  than one choice, completions with logprobs, echo or a suffix, structured output (a grammar would start
-  from nothing), and [[program]] backends (continue_final_message is vLLM's). It needs the same answer
-  again: temperature 0, or a seed. A replay that differs ends the stream with an error event: the
-  client never gets an altered answer.
+- **replay**: send the original request again and pass on only what the client does not have yet, checking
+  that the replayed start is what it was sent. For streams whose deltas are not the model's raw text (tool
+  calls and reasoning parsed by vLLM: the text between `<tool_call>` tags is gone), more than one choice,
+  completions with logprobs, echo or a suffix, structured output (a grammar would start from nothing), and
+  [[program]] backends (continue_final_message is vLLM's). It needs the same answer again: temperature 0, or a
+  seed. A replay that differs ends the stream with an error event: the client never gets an altered answer.
 Either way the client's stream keeps its chunk ids and `created`; a continued stream's usage counts the
 tokens generated before the fault as completion tokens, not prompt tokens.
 """
@@ -74,23 +73,19 @@ def encode(event: dict) -> bytes:
 
 
 ABORTED = 'the engine aborted it (finish_reason "abort": its engine was stopping)'
+EMPTY = "the stream ended with no answer ([DONE] before any choice: its server was stopping)"
 
 
 def aborted(event: dict) -> bool:
-    """vLLM's last event for the requests its engine drops when it stops (a SIGTERM to the EngineCore, as
-    a restart sends, aborts every request in flight): finish_reason "abort". Not an end of the answer:
-    the request goes on elsewhere, as after an error event."""
+    """vLLM's last event for each request of an engine that stops (SIGTERM to its EngineCore, as a restart
+    sends): finish_reason "abort". No end of the answer: it goes on elsewhere, as after an error event."""
     choices = event.get("choices") or ()
     return any(isinstance(choice, dict) and choice.get("finish_reason") == "abort" for choice in choices)
 
 
-EMPTY = "the stream ended with no answer ([DONE] before any choice: its server was stopping)"
-
-
 def answered(data: bytes) -> bool:
-    """Whether complete SSE bytes hold an answer's event (one with a choice) or an error event: a stream
-    that is only `data: [DONE]` (what vLLM's API server sends for a request it drops as it stops, before
-    the engine gave it a token) answered nothing and is no end of an answer."""
+    """Whether SSE bytes hold an answer's event (with a choice) or an error: `data: [DONE]` alone (vLLM's API
+    server, stopping, ends so a request its engine gave no token yet) answered nothing."""
     return any(event is not None and (event.get("choices") or error_message(event) is not None)
                for event in sse_events(data))
 

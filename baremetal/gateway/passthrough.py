@@ -155,9 +155,9 @@ async def _forward(gateway: "Gateway", backend: "Backend", call: ClientRequest, 
                 raise BackendFailed(migration.ABORTED)
             await _answer(response.status, content_type, data, respond)
     except upstream.errors as error:
-        if answered or (record is not None and record.sent):
+        if answered:            # the backend had the request: a failure (counted against api.migration_limit)
             raise BackendFailed(str(upstream.classify(error))) from None
-        raise upstream.classify(error) from None
+        raise upstream.classify(error) from None    # refused: the request, or the rest of a stream, goes on
 
 
 async def _answer(status: int, content_type: bytes, data: bytes, respond: Responder) -> None:

@@ -215,6 +215,35 @@ def test_a_stream_that_is_only_done_is_sent_again_not_passed_on_empty(client, ru
         in gateway_log(running)
 
 
+def test_a_replica_that_refuses_the_rest_of_a_stream_costs_no_re_send(client, running):
+    """A started stream whose only other replica is down (restarting: its port refuses connections): each
+    refused try reached no backend, so it does not count against api.migration_limit (2); the stream is
+    held and goes on when the replica is back, instead of ending after two refusals."""
+    wait_for(lambda: "up-a" in stream_text(client)[1], 60, 0.5, "up-a serving again")
+    running.client.stop("up-b")
+    result, lines, migrated = {}, len(gateway_log(running)), counter(running, "migrated_total")
+
+    def ask() -> None:
+        result["got"] = stream_text(client, x_interval_s=0.2, x_fault={"up-a": "drop_after:3"})
+
+    asker = threading.Thread(target=ask)
+    try:
+        asker.start()
+        time.sleep(0.3)
+        drain(running, ["up-a"])                 # the rest can only come from up-b
+        time.sleep(1.2)                          # up-a dropped the stream; up-b refused it at least once
+        running.client.start("up-b")
+        asker.join(30)
+    finally:
+        drain(running, [])
+        running.client.start("up-b")
+    assert result["got"] == (FULL, {"up-a", "up-b"})
+    assert counter(running, "migrated_total") - migrated == 1       # the drop; the refused tries are not re-sends
+    log = gateway_log(running)[lines:]
+    assert "migrated from up-a to up-b" in log and "continues on up-b by replay" in log
+    assert "to up-b: connection refused" not in log and "gave up after" not in log
+
+
 def test_a_silent_stream_is_given_up_after_the_stall_limit(client, running):
     started = time.monotonic()
     results = [stream_text(client, x_fault={"up-b": "hang_after:5"}) for _ in range(2)]       # one starts at up-b
