@@ -44,6 +44,16 @@ install() {
   echo "installed in $(( $(date +%s) - started ))s"
 }
 
+# A stack an earlier run on this host left up (a run cut short by a time limit before its `down`) holds
+# GPU memory the next vLLM start needs: bring it down first.
+leftovers() {
+  for stack in /tmp/bmf/faults.toml /tmp/bmg/gpu.toml /tmp/bm-bench-*/bench.toml; do
+    if [ -f "$stack" ]; then
+      python3 -m baremetal down -c "$stack" >/dev/null 2>&1 && echo "brought down a stack left up: $stack" || true
+    fi
+  done
+}
+
 case "${1:-}" in
 part)
   mv .gpu-carry/p*/vllm.tar.xz.part* /tmp/parts/
@@ -51,17 +61,20 @@ part)
   ;;
 run)
   install
+  leftovers
   shift
   python3 scripts/gpu_check.py --samples 200 > "$OUT/nvml.json" && head -c 1500 "$OUT/nvml.json"; echo
   python3 scripts/gpu_node_check.py --root /tmp/bmg --out "$OUT" --python "$(command -v python3)" "$@"
   ;;
 bench)
   install
+  leftovers
   shift
   python3 scripts/bench_gateway.py --gpu --python "$(command -v python3)" --out "$OUT" "$@"
   ;;
 faults)
   install
+  leftovers
   shift
   # Two replicas of tiny-chat on GPU 0, faults and changes with drain/hold/migration off and on.
   python3 scripts/bench_faults.py --gpu --python "$(command -v python3)" --root /tmp/bmf --out "$OUT" "$@"
