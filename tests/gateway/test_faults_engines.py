@@ -297,9 +297,9 @@ def slow_down(process: psutil.Process) -> None:
             pass                    # a thread that ended meanwhile
 
 
-def resent(stack, before: tuple[int, int]) -> tuple[int, int]:
-    """(streams continued, requests sent again before their first byte) since `before`."""
-    return counter(stack, "migrated_total") - before[0], counter(stack, "retried_total") - before[1]
+def resent(stack, before: tuple[int, int], model: str = "tiny-chat") -> tuple[int, int]:
+    """(streams continued, requests sent again before their first byte) of `model` since `before`."""
+    return counter(stack, "migrated_total", model) - before[0], counter(stack, "retried_total", model) - before[1]
 
 
 def alive(process: psutil.Process) -> bool:
@@ -342,7 +342,7 @@ def test_a_fastchat_worker_killed_mid_stream_costs_the_clients_nothing(stack):
             Ask("tools", "chat", True, chat_arguments("tiny-chat-fc", "parallel_tool_calls") | {"extra_body": {}})]
     reference = answers(asks, ask_all(asks, client))
     assert reference["plain"]["content"] == chats.PLAIN_ANSWER
-    before = [counter(stack, name, "tiny-chat-fc") for name in ("migrated_total", "retried_total")]
+    before = resent(stack, (0, 0), "tiny-chat-fc")
     drain(stack, ["fc-b"])
     again = [Ask(a.name, a.endpoint, a.stream, a.arguments) for a in asks]
     threads = ask_all(again, client)
@@ -356,8 +356,7 @@ def test_a_fastchat_worker_killed_mid_stream_costs_the_clients_nothing(stack):
     os.kill(worker, signal.SIGKILL)
     got = answers(again, threads)
     assert {name: same(got[name], reference[name]) for name in got} == {"plain": {}, "tools": {}}
-    migrated, retried = (counter(stack, name, "tiny-chat-fc") - was
-                         for name, was in zip(("migrated_total", "retried_total"), before))
+    migrated, retried = resent(stack, before, "tiny-chat-fc")
     assert (migrated, retried) == (cut, 0)         # each stream the fault cut went on at the other worker
     record("faults-fastchat-worker-killed", {"migrated": migrated, "retried": retried})
 

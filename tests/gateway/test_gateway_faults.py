@@ -223,15 +223,28 @@ def test_a_replica_that_refuses_the_rest_of_a_stream_costs_no_re_send(client, ru
     running.client.stop("up-b")
     result, lines, migrated = {}, len(gateway_log(running)), counter(running, "migrated_total")
 
+    started = threading.Event()
+
     def ask() -> None:
-        result["got"] = stream_text(client, x_interval_s=0.2, x_fault={"up-a": "drop_after:3"})
+        text, served = "", set()
+        for chunk in client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, extra_body={
+                "x_interval_s": 0.2, "x_fault": {"up-a": "drop_after:3"}}):
+            served.add(chunk.model_extra.get("served_by"))
+            text += "".join(choice.delta.content or "" for choice in chunk.choices)
+            if text:
+                started.set()
+        result["got"] = text, served
+
+    def tries_on_up_b() -> int:
+        return gateway_log(running)[lines:].count("continues on up-b by replay")
 
     asker = threading.Thread(target=ask)
     try:
         asker.start()
-        time.sleep(0.3)
+        assert started.wait(10), "the stream started at up-a"
         drain(running, ["up-a"])                 # the rest can only come from up-b
-        time.sleep(1.2)                          # up-a dropped the stream; up-b refused it at least once
+        # up-a drops the stream; two tries at up-b are refused (with the limit of 2, the old count gave up here)
+        wait_for(lambda: tries_on_up_b() >= 2, 10, 0.05, "two tries of the rest at up-b")
         running.client.start("up-b")
         asker.join(30)
     finally:
